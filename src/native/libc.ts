@@ -1,0 +1,267 @@
+/**
+ * The libc boundary: the one module that talks to koffi.
+ *
+ * Every function here has a typed signature, reads `koffi.errno()` immediately after the call and
+ * throws an error shaped like Node's own system errors (`errno` negative, `code`, `syscall`), so
+ * callers handle `err.code === 'EAGAIN'` exactly as they would for `fs`. Callers never see koffi.
+ *
+ * Buffers passed to these functions are used in place (koffi passes a Buffer's memory as the
+ * pointer), so a caller can reuse one buffer for every call on a hot path.
+ */
+import koffi from 'koffi';
+import util from 'node:util';
+
+const libc = koffi.load('libc.so.6');
+
+/** A failed system call, shaped like Node's `ErrnoException`. */
+export interface SyscallError extends Error {
+  errno: number;
+  code: string;
+  syscall: string;
+  path?: string;
+}
+
+/** Build a Node-shaped error for `syscall` failing with positive errno `e`. */
+export function syscallError(syscall: string, e: number, path?: string): SyscallError {
+  const [code, message] = errnoNames().get(-e) ?? [`E${e}`, `errno ${e}`];
+  const where = path !== undefined ? ` '${path}'` : '';
+  const err = new Error(`${syscall}${where} failed: ${code} (${message})`) as SyscallError;
+  err.errno = -e;
+  err.code = code;
+  err.syscall = syscall;
+  if (path !== undefined) err.path = path;
+  return err;
+}
+
+let errnoMap: Map<number, [string, string]> | undefined;
+function errnoNames(): Map<number, [string, string]> {
+  errnoMap ??= util.getSystemErrorMap();
+  return errnoMap;
+}
+
+/** True when `err` is a SyscallError with the given code. */
+export function isSyscallError(err: unknown, code?: string): err is SyscallError {
+  return (
+    err instanceof Error &&
+    typeof (err as Partial<SyscallError>).syscall === 'string' &&
+    (code === undefined || (err as SyscallError).code === code)
+  );
+}
+
+/** Positive errno values used by callers (Linux x86_64/aarch64, include/uapi/asm-generic/errno*.h). */
+export const Errno = {
+  EPERM: 1,
+  ENOENT: 2,
+  ESRCH: 3,
+  EINTR: 4,
+  EAGAIN: 11,
+  EINVAL: 22,
+  ENOBUFS: 105,
+  ECONNREFUSED: 111,
+} as const;
+
+// ---------------------------------------------------------------------------------------------
+// Raw prototypes. `long` is ssize_t on LP64 Linux.
+
+const c = {
+  socket: libc.func('int socket(int domain, int type, int protocol)'),
+  bind: libc.func('int bind(int fd, void *addr, uint32_t addrlen)'),
+  send: libc.func('long send(int fd, void *buf, size_t len, int flags)'),
+  recv: libc.func('long recv(int fd, void *buf, size_t len, int flags)'),
+  setsockopt: libc.func(
+    'int setsockopt(int fd, int level, int optname, void *optval, uint32_t optlen)',
+  ),
+  getsockopt: libc.func(
+    'int getsockopt(int fd, int level, int optname, void *optval, _Inout_ uint32_t *optlen)',
+  ),
+  sendto: libc.func(
+    'long sendto(int fd, void *buf, size_t len, int flags, void *addr, uint32_t addrlen)',
+  ),
+  close: libc.func('int close(int fd)'),
+  read: libc.func('long read(int fd, void *buf, size_t count)'),
+  write: libc.func('long write(int fd, void *buf, size_t count)'),
+  poll: libc.func('int poll(void *fds, uint64_t nfds, int timeout)'),
+  eventfd: libc.func('int eventfd(uint32_t initval, int flags)'),
+  // glibc >= 2.36 (Debian 12) wraps both pidfd calls.
+  pidfd_open: libc.func('int pidfd_open(int pid, uint32_t flags)'),
+  pidfd_send_signal: libc.func(
+    'int pidfd_send_signal(int pidfd, int sig, void *info, uint32_t flags)',
+  ),
+  umount2: libc.func('int umount2(const char *target, int flags)'),
+  unshare: libc.func('int unshare(int flags)'),
+  gettid: libc.func('int gettid()'),
+};
+
+function check(syscall: string, ret: number | bigint, path?: string): number {
+  const n = Number(ret);
+  if (n < 0) throw syscallError(syscall, koffi.errno(), path);
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sockets
+
+export const AF_NETLINK = 16;
+export const AF_UNIX = 1;
+export const SOCK_DGRAM = 2;
+export const SOCK_NONBLOCK = 0o4000;
+export const SOCK_CLOEXEC = 0o2000000;
+export const SOL_SOCKET = 1;
+export const SO_RCVBUF = 8;
+export const SO_RCVBUFFORCE = 33;
+export const SO_MEMINFO = 55;
+export const MSG_DONTWAIT = 0x40;
+export const MSG_TRUNC = 0x20;
+
+export function socket(domain: number, type: number, protocol: number): number {
+  return check('socket', c.socket(domain, type, protocol));
+}
+
+export function bind(fd: number, addr: Buffer): void {
+  check('bind', c.bind(fd, addr, addr.length));
+}
+
+/** send(2); returns the bytes sent. */
+export function send(fd: number, buf: Buffer, flags = 0): number {
+  return check('send', c.send(fd, buf, buf.length, flags));
+}
+
+/** sendto(2) to an explicit address (AF_UNIX datagrams, e.g. sd_notify). */
+export function sendto(fd: number, buf: Buffer, addr: Buffer, flags = 0): number {
+  return check('sendto', c.sendto(fd, buf, buf.length, flags, addr, addr.length));
+}
+
+/**
+ * recv(2) into `buf` starting at `offset`, at most `length` bytes. Returns the datagram's length
+ * (with MSG_TRUNC, its full length even if larger than the space given).
+ */
+export function recv(fd: number, buf: Buffer, offset: number, length: number, flags = 0): number {
+  const view = offset === 0 && length === buf.length ? buf : buf.subarray(offset, offset + length);
+  return check('recv', c.recv(fd, view, length, flags));
+}
+
+/**
+ * recv(2) that reports "nothing to read" (EAGAIN) and "the socket overflowed" (ENOBUFS) as return
+ * values rather than exceptions, because on a hot receive loop both are ordinary outcomes.
+ * Returns the length received, or -EAGAIN / -ENOBUFS.
+ */
+export function recvOrErrno(
+  fd: number,
+  buf: Buffer,
+  offset: number,
+  length: number,
+  flags: number,
+): number {
+  const view = buf.subarray(offset, offset + length);
+  const n = Number(c.recv(fd, view, length, flags));
+  if (n >= 0) return n;
+  const e = koffi.errno();
+  if (e === Errno.EAGAIN || e === Errno.ENOBUFS || e === Errno.EINTR) return -e;
+  throw syscallError('recv', e);
+}
+
+export function setsockoptInt(fd: number, level: number, optname: number, value: number): void {
+  const v = Buffer.alloc(4);
+  v.writeInt32LE(value, 0);
+  check('setsockopt', c.setsockopt(fd, level, optname, v, 4));
+}
+
+export function getsockoptInt(fd: number, level: number, optname: number): number {
+  const v = Buffer.alloc(4);
+  check('getsockopt', c.getsockopt(fd, level, optname, v, [4]));
+  return v.readInt32LE(0);
+}
+
+/** getsockopt into a caller-sized buffer; returns the length the kernel filled in. */
+export function getsockoptBuffer(fd: number, level: number, optname: number, out: Buffer): number {
+  const len = [out.length];
+  check('getsockopt', c.getsockopt(fd, level, optname, out, len));
+  return len[0];
+}
+
+export function close(fd: number): void {
+  check('close', c.close(fd));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plain fds: read/write/poll/eventfd (used to wake a worker blocked in poll)
+
+export const POLLIN = 0x1;
+export const EFD_CLOEXEC = 0o2000000;
+export const EFD_NONBLOCK = 0o4000;
+
+export function read(fd: number, buf: Buffer): number {
+  return check('read', c.read(fd, buf, buf.length));
+}
+
+export function write(fd: number, buf: Buffer): number {
+  return check('write', c.write(fd, buf, buf.length));
+}
+
+/**
+ * poll(2) on a caller-built `struct pollfd` array (8 bytes each: int fd, short events,
+ * short revents). Returns the number of ready fds; EINTR is returned as 0 (a spurious wake-up).
+ */
+export function poll(fds: Buffer, timeoutMs: number): number {
+  const n = c.poll(fds, fds.length / 8, timeoutMs);
+  if (n < 0) {
+    const e = koffi.errno();
+    if (e === Errno.EINTR) return 0;
+    throw syscallError('poll', e);
+  }
+  return n;
+}
+
+export function eventfd(initval: number, flags: number): number {
+  return check('eventfd', c.eventfd(initval, flags));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process handles and signals
+
+/** pidfd_open flag (Linux 6.9): the pidfd names the thread `pid` rather than its thread group. */
+export const PIDFD_THREAD = 0o200; // O_EXCL
+
+export function pidfdOpen(pid: number, flags: number): number {
+  return check('pidfd_open', c.pidfd_open(pid, flags));
+}
+
+/**
+ * pidfd_send_signal(2). `info` is a 128-byte siginfo_t or null. Returns 0 on success or the
+ * positive errno on failure (ESRCH, EAGAIN, EPERM...), because the relay treats each failure as
+ * an outcome to count, never as an exception on its hot path.
+ */
+export function pidfdSendSignal(pidfd: number, sig: number, info: Buffer | null): number {
+  const r = c.pidfd_send_signal(pidfd, sig, info, 0);
+  return r < 0 ? koffi.errno() : 0;
+}
+
+export function gettid(): number {
+  return c.gettid();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mounts and namespaces
+
+export const MNT_FORCE = 1;
+export const MNT_DETACH = 2;
+export const CLONE_NEWPID = 0x20000000;
+
+export function umount2(target: string, flags: number): void {
+  check('umount2', c.umount2(target, flags), target);
+}
+
+export function unshare(flags: number): void {
+  check('unshare', c.unshare(flags));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared libraries
+
+/**
+ * dlopen a shared library with global visibility, so that a native addon loaded afterwards
+ * (fuse-native's binding needs libfuse.so.2) resolves its symbols against it.
+ */
+export function loadSharedLibrary(path: string): void {
+  koffi.load(path, { global: true });
+}
