@@ -1,0 +1,43 @@
+/**
+ * Start-up errors of the FUSE tree. Each message is one line a user can act on: what is wrong,
+ * then what to do (GUIDE: "User-facing errors print one clear line").
+ */
+export type FsMountErrorCode =
+  /** Not running as root: mount(2) needs CAP_SYS_ADMIN and we never fall back to fusermount. */
+  | 'NOT_ROOT'
+  /** /dev/fuse is missing, not a character device, or cannot be opened. */
+  | 'ENODEV_FUSE'
+  /** Neither the system's libfuse.so.2 nor the copy fuse-native ships could be loaded. */
+  | 'LIBFUSE_MISSING'
+  /** The mountpoint (or one of its parents) exists and is not a directory. */
+  | 'NOT_A_DIRECTORY'
+  /** Something live is already mounted on the mountpoint. */
+  | 'MOUNTPOINT_BUSY'
+  /** The mountpoint directory has entries that the mount would hide. */
+  | 'MOUNTPOINT_NOT_EMPTY'
+  /** The mountpoint cannot be inspected or created (EACCES, EROFS, ...). */
+  | 'MOUNTPOINT_UNUSABLE'
+  /** A stale FUSE mount was found and could not be detached. */
+  | 'STALE_MOUNT'
+  /** libfuse refused to mount (its own explanation is on stderr). */
+  | 'MOUNT_FAILED'
+  /** mount() after close(). */
+  | 'CLOSED';
+
+export class FsMountError extends Error {
+  readonly code: FsMountErrorCode;
+
+  constructor(code: FsMountErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'FsMountError';
+    this.code = code;
+  }
+}
+
+/** The `code` of a Node system error, or undefined. */
+export function errnoCode(err: unknown): string | undefined {
+  if (err instanceof Error && typeof (err as NodeJS.ErrnoException).code === 'string') {
+    return (err as NodeJS.ErrnoException).code;
+  }
+  return undefined;
+}
