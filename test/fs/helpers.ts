@@ -1,0 +1,207 @@
+/**
+ * Helpers for tests that mount real FUSE trees. The FUSE server of an AttributeFs runs on this
+ * process's JS thread, so everything here that may touch a mount is asynchronous (threadpool or
+ * child process): a synchronous fs call on our own mount would deadlock.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, readdir, readlink, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { MNT_DETACH, umount2 } from '../../src/native/libc';
+import type { Attribute, StoreOutcome } from '../../src/fs/attribute';
+import { readMountInfo } from '../../src/fs/mountInfo';
+
+export const REPO = path.resolve(__dirname, '../..');
+const REGISTER_TS = path.join(__dirname, 'fixtures/register-ts.cjs');
+const MOUNT_CHILD = path.join(__dirname, 'fixtures/mountChild.ts');
+
+/** A fresh directory in os.tmpdir(). */
+export function makeTempDir(prefix = 'relayfork-fs-'): Promise<string> {
+  return mkdtemp(path.join(os.tmpdir(), prefix));
+}
+
+/**
+ * Detach every mount at or below `dir` (deepest first), then remove it. For afterAll: it must
+ * succeed whatever state a failed test left behind, and never recurse into a live mount.
+ */
+export async function removeTree(dir: string): Promise<void> {
+  for (let round = 0; round < 16; round++) {
+    const below = (await readMountInfo())
+      .map((e) => e.mountPoint)
+      .filter((p) => p === dir || p.startsWith(`${dir}/`))
+      .sort((a, b) => b.length - a.length);
+    if (below.length === 0) break;
+    for (const mountPoint of below) {
+      try {
+        umount2(mountPoint, MNT_DETACH);
+      } catch {
+        // Already gone (a parent's detach took it along).
+      }
+    }
+  }
+  await rm(dir, { recursive: true, force: true });
+}
+
+/** Mount points listed in /proc/mounts (the file the brief and users look at). */
+export async function procMountPoints(): Promise<string[]> {
+  const text = await readFile('/proc/mounts', 'utf8');
+  return text
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => line.split(' ')[1].replace(/\\040/g, ' '));
+}
+
+/** How many fds of this process are open on /dev/fuse (one per live fuse-native mount). */
+export async function devFuseFdCount(): Promise<number> {
+  const fds = await readdir('/proc/self/fd');
+  let count = 0;
+  for (const fd of fds) {
+    try {
+      if ((await readlink(`/proc/self/fd/${fd}`)) === '/dev/fuse') count++;
+    } catch {
+      // The fd readdir itself used is gone already.
+    }
+  }
+  return count;
+}
+
+/** Poll `probe` until it returns true or `timeoutMs` passes; returns the last answer. */
+export async function eventually(
+  probe: () => Promise<boolean>,
+  timeoutMs = 5000,
+): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await probe()) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Run a program to completion; never throws for a non-zero exit. */
+export function run(file: string, args: readonly string[]): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    execFile(file, args, { encoding: 'latin1', timeout: 30000 }, (err, stdout, stderr) => {
+      if (err === null) resolve({ code: 0, stdout, stderr });
+      else if (typeof err.code === 'number') resolve({ code: err.code, stdout, stderr });
+      else if (err.signal) resolve({ code: null, stdout, stderr });
+      else reject(err);
+    });
+  });
+}
+
+/**
+ * A test attribute: every show() renders a new text (its counter changes), every store() is
+ * recorded, and the outcome can be scripted.
+ */
+export class RecordingAttribute implements Attribute {
+  shows = 0;
+  readonly stores: string[] = [];
+  /** Decides each store's outcome. */
+  judge: (text: string) => StoreOutcome = () => 'accepted';
+
+  constructor(private readonly body = 'abcdefghijklmnopqrstuvwxyz') {}
+
+  /** The text the n-th show() renders. */
+  rendering(n: number): string {
+    return `show ${n}: ${this.body}\n`;
+  }
+
+  show(): string {
+    this.shows++;
+    return this.rendering(this.shows);
+  }
+
+  store(text: string): StoreOutcome {
+    this.stores.push(text);
+    return this.judge(text);
+  }
+}
+
+/** A child `node` serving an AttributeFs at `mountpoint` (test/fs/fixtures/mountChild.ts). */
+export interface MountChild {
+  child: ChildProcess;
+  /** The first JSON line the child printed. */
+  status: { mounted?: string; error?: string; message?: string };
+}
+
+export function startMountChild(mountpoint: string, user?: string): Promise<MountChild> {
+  const node = process.execPath;
+  const args = ['-r', REGISTER_TS, MOUNT_CHILD, mountpoint];
+  const child =
+    user === undefined
+      ? spawn(node, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn('runuser', ['-u', user, '--', node, ...args], {
+          cwd: REPO,
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    let err = '';
+    child.stderr?.on('data', (chunk: Buffer) => (err += chunk.toString()));
+    child.stdout?.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      const newline = out.indexOf('\n');
+      if (newline >= 0) {
+        resolve({ child, status: JSON.parse(out.slice(0, newline)) as MountChild['status'] });
+      }
+    });
+    child.once('error', reject);
+    child.once('exit', (code, signal) => {
+      if (!out.includes('\n')) {
+        reject(new Error(`mount child exited (${code ?? signal}) before reporting: ${err}`));
+      }
+    });
+  });
+}
+
+/** Kill a child (by its pid, through the handle) and wait for it to be gone. */
+export async function stopChild(
+  child: ChildProcess,
+  signal: NodeJS.Signals = 'SIGKILL',
+): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill(signal);
+  await exited;
+}
+
+/** Compile test/fs/fixtures/fsio.c into `dir`; returns the program's path. */
+export async function compileFsio(dir: string): Promise<string> {
+  const out = path.join(dir, 'fsio');
+  const cc = await run('cc', ['-Wall', '-O2', '-o', out, path.join(__dirname, 'fixtures/fsio.c')]);
+  if (cc.code !== 0) throw new Error(`cc fsio.c failed: ${cc.stderr}`);
+  return out;
+}
+
+/** A write(2) argument for fsio: the bytes, optionally at an offset (pwrite), or N pattern bytes. */
+export type FsioWrite = Buffer | string | { at: number; data: Buffer | string } | { fill: number };
+
+/**
+ * Open `file` once in a child (mode w: O_WRONLY, a: +O_APPEND, t: +O_TRUNC) and make exactly one
+ * write(2) per element of `writes`; returns each call's result (a count, or -errno).
+ */
+export async function fsioWrites(
+  fsio: string,
+  file: string,
+  mode: 'w' | 'a' | 't',
+  writes: readonly FsioWrite[],
+): Promise<number[]> {
+  const hex = (data: Buffer | string): string =>
+    (typeof data === 'string' ? Buffer.from(data, 'latin1') : data).toString('hex');
+  const args = writes.map((w) => {
+    if (typeof w === 'string' || Buffer.isBuffer(w)) return hex(w);
+    if ('fill' in w) return `fill:${w.fill}`;
+    return `@${w.at}:${hex(w.data)}`;
+  });
+  const result = await run(fsio, [file, mode, ...args]);
+  if (result.code !== 0)
+    throw new Error(`fsio ${file} failed (${result.code}): ${result.stdout}${result.stderr}`);
+  return result.stdout.trim().split('\n').map(Number);
+}
