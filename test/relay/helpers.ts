@@ -47,10 +47,16 @@ export function parseLine(line: string): SignalLine {
 }
 
 export interface ConsumerOptions {
-  /** Extra consumer arguments (--no-read, --thread). */
+  /** Extra consumer arguments (--no-read, --thread, --signal N to override TEST_SIGNAL). */
   args?: string[];
   /** Spawn through `prlimit --sigpending=N`, which execs the consumer (same pid). */
   sigpending?: number;
+  /**
+   * Run as this uid (through `setpriv`, which execs too). Pending signals are counted per user
+   * against RLIMIT_SIGPENDING (kernel/signal.c __sigqueue_alloc, the receiver's ucounts), so a
+   * consumer with a uid of its own is not affected by other root processes' pending signals.
+   */
+  uid?: number;
 }
 
 /** Every consumer still running, so afterAll can end them even when a test failed. */
@@ -83,13 +89,15 @@ export class Consumer {
 
   /** Spawn the consumer and wait for its "ready" line (signals blocked from then on). */
   static async start(binary: string, options: ConsumerOptions = {}): Promise<Consumer> {
-    const args = [...(options.args ?? []), '--signal', String(TEST_SIGNAL)];
-    const child =
-      options.sigpending === undefined
-        ? spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-        : spawn('prlimit', [`--sigpending=${options.sigpending}`, '--', binary, ...args], {
-            stdio: ['ignore', 'pipe', 'pipe'],
-          });
+    let argv = [binary, '--signal', String(TEST_SIGNAL), ...(options.args ?? [])];
+    if (options.uid !== undefined) {
+      const id = String(options.uid);
+      argv = ['setpriv', `--reuid=${id}`, `--regid=${id}`, '--clear-groups', '--', ...argv];
+    }
+    if (options.sigpending !== undefined) {
+      argv = ['prlimit', `--sigpending=${options.sigpending}`, '--', ...argv];
+    }
+    const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
     const consumer = new Consumer(child);
     running.add(consumer);
     await consumer.until(() => consumer.ready, 10000, 'ready');
@@ -179,15 +187,20 @@ export async function stopAllConsumers(): Promise<void> {
 export async function startConsumerWithPid(
   binary: string,
   target: number,
-  attempts = 200,
+  timeoutMs = 30000,
 ): Promise<Consumer> {
-  for (let i = 0; i < attempts; i++) {
+  const deadline = Date.now() + timeoutMs;
+  let attempts = 0;
+  while (Date.now() < deadline) {
+    attempts++;
     fs.writeFileSync('/proc/sys/kernel/ns_last_pid', String(target - 1));
     const consumer = await Consumer.start(binary);
     if (consumer.pid === target) return consumer;
     await consumer.stop();
+    // Somebody else forked in between (a storm from another test?): let it pass.
+    await new Promise((resolve) => setTimeout(resolve, Math.min(attempts, 50)));
   }
-  throw new Error(`could not get pid ${target} again in ${attempts} attempts`);
+  throw new Error(`could not get pid ${target} again in ${attempts} attempts (${timeoutMs} ms)`);
 }
 
 /** The ids of the threads of `pid` other than its main thread (/proc/<pid>/task). */
