@@ -29,10 +29,11 @@ export interface PatchAttributeOptions {
   logger?: Logger;
 }
 
-export interface PatchAttributes {
+/** A type alias, not an interface, so it is assignable to `Record<string, Attribute>`. */
+export type PatchAttributes = {
   processes: Attribute;
   signal: Attribute;
-}
+};
 
 export function createPatchAttributes(
   relay: Relay,
