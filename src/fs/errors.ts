@@ -34,10 +34,12 @@ export class FsMountError extends Error {
   }
 }
 
-/** The `code` of a Node system error, or undefined. */
+/**
+ * The `code` of a Node system error, or undefined. Duck-typed, not `instanceof Error`: errors made
+ * by Node's core come from another realm under jest's sandbox.
+ */
 export function errnoCode(err: unknown): string | undefined {
-  if (err instanceof Error && typeof (err as NodeJS.ErrnoException).code === 'string') {
-    return (err as NodeJS.ErrnoException).code;
-  }
-  return undefined;
+  if (typeof err !== 'object' || err === null) return undefined;
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' ? code : undefined;
 }
