@@ -8,6 +8,7 @@
  * dynamic loader satisfy the binding's DT_NEEDED by SONAME from the already-loaded object.
  * The system's own libfuse.so.2 is preferred when it exists.
  */
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import type FuseNative from 'fuse-native';
@@ -56,6 +57,10 @@ export function bundledLibfusePath(): string {
 }
 
 function loadLibfuse(): LibfuseOrigin {
+  // Once any libfuse.so.2 is in the process, dlopen("libfuse.so.2") finds it by SONAME: ask the
+  // maps which one it is rather than take that success for a system library.
+  const bundledInProcess = bundledIfMapped();
+  if (bundledInProcess !== undefined) return { source: 'bundled', path: bundledInProcess };
   try {
     // dlopen by SONAME searches exactly where the binding's DT_NEEDED would be searched.
     loadSharedLibrary('libfuse.so.2');
@@ -85,6 +90,18 @@ function loadLibfuse(): LibfuseOrigin {
     );
   }
   return { source: 'bundled', path: bundled };
+}
+
+/** The bundled libfuse's path if this process has it mapped already (an earlier load). */
+function bundledIfMapped(): string | undefined {
+  let bundled: string;
+  try {
+    bundled = bundledLibfusePath();
+  } catch {
+    return undefined;
+  }
+  // One small procfs read at start-up, never on a FUSE mount.
+  return readFileSync('/proc/self/maps', 'utf8').includes(` ${bundled}\n`) ? bundled : undefined;
 }
 
 function loadBinding(): FuseNativeBinding {
