@@ -39,7 +39,8 @@ export async function waitFor<T>(
   for (;;) {
     const value = await probe();
     if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
 }
@@ -72,9 +73,20 @@ export class TempDir {
 }
 
 /** Compiles test/fixtures/<name>.c into `dir` and returns the binary's path. */
-export async function compileFixture(name: string, dir: string, flags: string[] = []): Promise<string> {
+export async function compileFixture(
+  name: string,
+  dir: string,
+  flags: string[] = [],
+): Promise<string> {
   const out = path.join(dir, name);
-  await execFileAsync('cc', ['-O2', '-Wall', '-o', out, path.join(ROOT, 'test', 'fixtures', `${name}.c`), ...flags]);
+  await execFileAsync('cc', [
+    '-O2',
+    '-Wall',
+    '-o',
+    out,
+    path.join(ROOT, 'test', 'fixtures', `${name}.c`),
+    ...flags,
+  ]);
   return out;
 }
 
@@ -109,14 +121,19 @@ export class Child {
     return [...this.stdout, ...this.stderr].join('\n');
   }
 
-  async waitForLine(pattern: RegExp, stream: 'stdout' | 'stderr', timeoutMs = 15000): Promise<string> {
+  async waitForLine(
+    pattern: RegExp,
+    stream: 'stdout' | 'stderr',
+    timeoutMs = 15000,
+  ): Promise<string> {
     const lines = stream === 'stdout' ? this.stdout : this.stderr;
     return waitFor(
       `${pattern} from pid ${this.proc.pid} (output so far:\n${this.output()})`,
       () => {
         const hit = lines.find((l) => pattern.test(l));
         if (hit !== undefined) return hit;
-        if (!this.running) throw new Error(`pid ${this.proc.pid} exited before ${pattern}:\n${this.output()}`);
+        if (!this.running)
+          throw new Error(`pid ${this.proc.pid} exited before ${pattern}:\n${this.output()}`);
         return undefined;
       },
       timeoutMs,
@@ -124,7 +141,10 @@ export class Child {
   }
 
   /** Ends the child (by its pid) and waits for it; SIGKILL if it does not go in time. */
-  async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 10000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  async stop(
+    signal: NodeJS.Signals = 'SIGTERM',
+    timeoutMs = 10000,
+  ): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
     if (this.running) this.proc.kill(signal);
     const timer = setTimeout(() => this.running && this.proc.kill('SIGKILL'), timeoutMs);
     try {
@@ -149,18 +169,29 @@ function collectLines(stream: NodeJS.ReadableStream | null, into: string[]): voi
   });
 }
 
-export function spawnChild(file: string, args: string[], env: NodeJS.ProcessEnv = process.env): Child {
+export function spawnChild(
+  file: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): Child {
   return new Child(spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'], env }));
 }
 
 /** The daemon, started the way a user starts it. */
 export class Daemon extends Child {
-  constructor(readonly mountpoint: string, extraArgs: string[] = [], prefix: string[] = []) {
+  constructor(
+    readonly mountpoint: string,
+    extraArgs: string[] = [],
+    prefix: string[] = [],
+  ) {
     const argv = [...prefix, process.execPath, CLI, '--mountpoint', mountpoint, ...extraArgs];
     super(spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] }));
   }
 
-  static async start(mountpoint: string, extraArgs: string[] = ['--signal', String(RELAY_SIGNAL)]): Promise<Daemon> {
+  static async start(
+    mountpoint: string,
+    extraArgs: string[] = ['--signal', String(RELAY_SIGNAL)],
+  ): Promise<Daemon> {
     const daemon = new Daemon(mountpoint, extraArgs);
     try {
       await daemon.waitForLine(/ready/, 'stderr', 20000);
@@ -178,7 +209,8 @@ export class Daemon extends Child {
   /** Stops the daemon and, if it could not unmount, removes its mount (last resort). */
   async shutdown(): Promise<void> {
     await this.stop('SIGTERM');
-    if (isMounted(this.mountpoint)) await execFileAsync('umount', ['-l', this.mountpoint]).catch(() => undefined);
+    if (isMounted(this.mountpoint))
+      await execFileAsync('umount', ['-l', this.mountpoint]).catch(() => undefined);
   }
 }
 
@@ -200,7 +232,11 @@ export function parseSignals(lines: readonly string[]): ReceivedSignal[] {
 }
 
 /** Runs test/fixtures/forker and returns the forks it made as [parent, child] pairs. */
-export async function runForker(forker: string, width: number, depth: number): Promise<Array<[number, number]>> {
+export async function runForker(
+  forker: string,
+  width: number,
+  depth: number,
+): Promise<Array<[number, number]>> {
   const { stdout } = await execFileAsync(forker, [String(width), String(depth)]);
   return stdout
     .trim()

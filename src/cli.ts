@@ -1,0 +1,81 @@
+#!/usr/bin/env node
+/**
+ * relayfork's command line: wires the layers together and nothing else.
+ *   relayfork [options]     the daemon (src/daemon.ts)
+ *   relayfork watch         print live proc connector events (src/watch.ts)
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { LOG_LEVELS, type LogLevel } from './log';
+
+function integerOption(min: number, max: number, what: string) {
+  return (value: string): number => {
+    if (!/^\d+$/.test(value)) throw new InvalidArgumentError(`${what} must be a whole number.`);
+    const n = Number(value);
+    if (n < min || n > max)
+      throw new InvalidArgumentError(`${what} must be from ${min} to ${max}.`);
+    return n;
+  };
+}
+
+export function buildProgram(): Command {
+  const program = new Command();
+  program
+    .name('relayfork')
+    .description(
+      'The 2005 Relay Fork Module in user space: every fork on the machine sends a real-time signal to each process registered in <mountpoint>/processes.',
+    )
+    .option('--mountpoint <dir>', 'where to mount the relayfork files', '/run/relayfork')
+    .option(
+      '--signal <n>',
+      'initial signal number, 33 < n < 64 (the patch default 33 is reserved by glibc: see README)',
+      integerOption(33, 63, '--signal'),
+      33,
+    )
+    .option('--strict', 'fail writes the patch would silently ignore with EINVAL', false)
+    .option('--processes-only', 'relay only new processes, not new threads', false)
+    .addOption(
+      new Option('--log-level <level>', 'log verbosity').choices(LOG_LEVELS).default('info'),
+    )
+    .action(async (opts: DaemonCliOptions) => {
+      const { runDaemon } = await import('./daemon');
+      process.exitCode = await runDaemon({
+        mountpoint: opts.mountpoint,
+        signal: opts.signal,
+        strict: opts.strict,
+        processesOnly: opts.processesOnly,
+        logLevel: opts.logLevel,
+      });
+    });
+
+  program
+    .command('watch')
+    .description('print live process events from the kernel, one line each (like forkstat)')
+    .option(
+      '--events <kinds>',
+      'comma-separated kinds: fork,exec,uid,gid,sid,ptrace,comm,coredump,exit',
+    )
+    .option('--json', 'print one JSON object per line', false)
+    .action(async (opts: { events?: string; json: boolean }) => {
+      const { runWatch } = await import('./watch');
+      process.exitCode = await runWatch({ events: opts.events, json: opts.json });
+    });
+
+  return program;
+}
+
+interface DaemonCliOptions {
+  mountpoint: string;
+  signal: number;
+  strict: boolean;
+  processesOnly: boolean;
+  logLevel: LogLevel;
+}
+
+if (require.main === module) {
+  buildProgram()
+    .parseAsync(process.argv)
+    .catch((err: unknown) => {
+      process.stderr.write(`relayfork: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.exitCode = 1;
+    });
+}

@@ -1,0 +1,165 @@
+/**
+ * The daemon's life as a user sees it: start, ready, stop, and every start-up error a user can
+ * hit, each a single clear line and a non-zero exit.
+ */
+import fs from 'node:fs';
+import {
+  CLI,
+  Daemon,
+  TempDir,
+  execFileAsync,
+  isMounted,
+  requireRootAndBuild,
+  spawnChild,
+} from './harness';
+
+requireRootAndBuild();
+
+let tmp: TempDir;
+const started: Daemon[] = [];
+
+beforeAll(() => {
+  tmp = new TempDir();
+});
+
+afterAll(async () => {
+  for (const d of started) await d.shutdown();
+  await tmp.cleanup();
+});
+
+async function startDaemon(mountpoint: string, args?: string[]): Promise<Daemon> {
+  const d = await Daemon.start(mountpoint, args);
+  started.push(d);
+  return d;
+}
+
+/** Runs the daemon expecting it to refuse to start; returns its exit code and stderr lines. */
+async function expectRefusal(
+  argv: string[],
+  prefix: string[] = [],
+): Promise<{ code: number | null; errors: string[] }> {
+  const cmd = [...prefix, process.execPath, CLI, ...argv];
+  const child = spawnChild(cmd[0], cmd.slice(1));
+  const timer = setTimeout(() => child.proc.kill('SIGKILL'), 30000);
+  const { code } = await child.exited;
+  clearTimeout(timer);
+  return { code, errors: child.stderr.filter((l) => /error/.test(l)) };
+}
+
+test('logs ready only once the mount is live, and SIGTERM unmounts and exits 0', async () => {
+  const mp = tmp.join('lifecycle');
+  const d = new Daemon(mp, ['--signal', '40']);
+  started.push(d);
+  await d.waitForLine(/ready/, 'stderr', 20000);
+  // "ready" was printed: the mount must already be there, with exactly the two files.
+  expect(isMounted(mp)).toBe(true);
+  expect(fs.readdirSync(mp).sort()).toEqual(['processes', 'signal']);
+  expect(fs.readFileSync(d.file('signal'), 'utf8')).toBe('40\n');
+  // The mountpoint did not exist: the daemon created it.
+  const { code, signal } = await d.stop('SIGTERM');
+  expect({ code, signal }).toEqual({ code: 0, signal: null });
+  expect(isMounted(mp)).toBe(false);
+});
+
+test('SIGINT (Ctrl-C) also unmounts and exits 0', async () => {
+  const mp = tmp.join('sigint');
+  const d = await startDaemon(mp);
+  const { code } = await d.stop('SIGINT');
+  expect(code).toBe(0);
+  expect(isMounted(mp)).toBe(false);
+});
+
+test('warns about signal 33, the patch default that glibc reserves', async () => {
+  const mp = tmp.join('sig33');
+  const d = await startDaemon(mp, []);
+  expect(fs.readFileSync(d.file('signal'), 'utf8')).toBe('33\n');
+  expect(d.stderr.some((l) => /warn/.test(l) && /33/.test(l) && /glibc/.test(l))).toBe(true);
+  await d.shutdown();
+});
+
+test('a stale mount left by a killed daemon is cleared at start', async () => {
+  const mp = tmp.join('stale');
+  const first = await startDaemon(mp);
+  await first.stop('SIGKILL');
+  expect(isMounted(mp)).toBe(true);
+  await expect(fs.promises.stat(mp)).rejects.toMatchObject({ code: 'ENOTCONN' });
+
+  const second = await startDaemon(mp);
+  expect(second.stderr.some((l) => /stale/i.test(l))).toBe(true);
+  expect(fs.readFileSync(second.file('signal'), 'utf8')).toBe('40\n');
+  await second.shutdown();
+  expect(isMounted(mp)).toBe(false);
+});
+
+describe('refuses to start with one clear line', () => {
+  test('when not root', async () => {
+    const mp = tmp.join('notroot');
+    const { code, errors } = await expectRefusal(
+      ['--mountpoint', mp, '--signal', '40'],
+      ['runuser', '-u', 'nobody', '--'],
+    );
+    expect(code).not.toBe(0);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatch(/root/);
+  });
+
+  test('when the mountpoint is not a directory', async () => {
+    const file = tmp.join('a-file');
+    fs.writeFileSync(file, 'x');
+    const { code, errors } = await expectRefusal(['--mountpoint', file, '--signal', '40']);
+    expect(code).not.toBe(0);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatch(/not a directory/i);
+  });
+
+  test('when the mountpoint is busy (something is mounted there)', async () => {
+    const mp = tmp.join('busy');
+    fs.mkdirSync(mp);
+    await execFileAsync('mount', ['-t', 'tmpfs', 'relayfork-test', mp]);
+    try {
+      const { code, errors } = await expectRefusal(['--mountpoint', mp, '--signal', '40']);
+      expect(code).not.toBe(0);
+      expect(errors).toHaveLength(1);
+      expect(errors[0]).toMatch(/busy|already/i);
+    } finally {
+      await execFileAsync('umount', [mp]);
+    }
+  });
+
+  test('when another relayfork already serves the mountpoint', async () => {
+    const mp = tmp.join('twice');
+    const d = await startDaemon(mp);
+    const { code, errors } = await expectRefusal(['--mountpoint', mp, '--signal', '40']);
+    expect(code).not.toBe(0);
+    expect(errors).toHaveLength(1);
+    // The first daemon is untouched.
+    expect(fs.readFileSync(d.file('signal'), 'utf8')).toBe('40\n');
+    await d.shutdown();
+  });
+
+  test('when /dev/fuse is missing', async () => {
+    const mp = tmp.join('nofuse');
+    // A private mount namespace whose /dev lacks fuse.
+    const script = 'mount -t tmpfs none /dev && mknod -m 666 /dev/null c 1 3 && exec "$@"';
+    const { code, errors } = await expectRefusal(
+      ['--mountpoint', mp, '--signal', '40'],
+      ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', script, 'sh'],
+    );
+    expect(code).not.toBe(0);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatch(/\/dev\/fuse/);
+  });
+
+  test('outside the initial pid namespace, where the proc connector is silent', async () => {
+    const mp = tmp.join('pidns');
+    const { code, errors } = await expectRefusal(
+      ['--mountpoint', mp, '--signal', '40'],
+      ['unshare', '--pid', '--fork', '--mount-proc'],
+    );
+    expect(code).not.toBe(0);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatch(/namespace/);
+    expect(errors[0]).toMatch(/--pid=host/);
+    expect(isMounted(mp)).toBe(false);
+  });
+});
