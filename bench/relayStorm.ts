@@ -3,14 +3,16 @@
  *
  * Side by side in one run (this machine is shared and noisy, so only ratios mean much):
  *   A. 100,000 thread creations with no daemon;
- *   B. the same with the daemon running and one registrant receiving every signal.
- * Reports the wall-time ratio B/A, the signals the registrant received (and lost), signals per
- * second, the daemon's CPU seconds, and its RSS (current and peak).
+ *   B. the same with the daemon subscribed and nobody registered;
+ *   C. the same with one registrant receiving every signal.
+ * Reports the wall-time ratios B/A and C/A, the signals the registrant received out of the
+ * threads made, signals per second, the daemon's CPU seconds, and its RSS (current and peak).
  *
  * Run with: npm run build && npm run bench (as root).
  */
 import fs from 'node:fs';
 import {
+  Child,
   Daemon,
   RELAY_SIGNAL,
   TempDir,
@@ -50,26 +52,26 @@ async function timeThreads(bin: string): Promise<{ seconds: number; pid: number 
 async function main(): Promise<void> {
   const tmp = new TempDir('relayfork-bench-');
   let daemon: Daemon | undefined;
+  let reg: Child | undefined;
   try {
     const threads = await compileFixture('threads', tmp.path, ['-pthread']);
     const registrantBin = await compileFixture('registrant', tmp.path);
-    daemon = await Daemon.start(tmp.join('mnt'));
-    const reg = spawnChild(registrantBin, [daemon.file('processes'), String(RELAY_SIGNAL)]);
-    await reg.waitForLine(/^ready/, 'stdout');
-
-    const rows: string[] = [];
     for (let round = 1; round <= ROUNDS; round++) {
-      // A: registrant unregistered (daemon idle but subscribed), B: registered.
-      fs.writeFileSync(daemon.file('processes'), `-${reg.pid}`);
-      const { seconds: a } = await timeThreads(threads);
-      fs.writeFileSync(daemon.file('processes'), `${reg.pid}`);
-      const lines0 = reg.stdout.length;
+      // A: no daemon at all.
+      const { seconds: none } = await timeThreads(threads);
+      // B: the daemon subscribed, nobody registered.
+      daemon = await Daemon.start(tmp.join('mnt'));
+      const { seconds: idle } = await timeThreads(threads);
+      // C: one registrant receiving every signal.
+      reg = spawnChild(registrantBin, [daemon.file('processes'), String(RELAY_SIGNAL)]);
+      await reg.waitForLine(/^ready/, 'stdout');
+      const registrant = reg;
       const cpu0 = cpuSeconds(daemon.pid);
-      const { seconds: b, pid: stormPid } = await timeThreads(threads);
+      const { seconds: relaying, pid: stormPid } = await timeThreads(threads);
       // A new thread's signal names its process as the parent, which tells the storm's signals
       // apart from the rest of the machine's forks.
       const mine = (): number =>
-        parseSignals(reg.stdout.slice(lines0)).filter((s) => s.pid === stormPid).length;
+        parseSignals(registrant.stdout).filter((s) => s.pid === stormPid).length;
       await waitFor(
         'signals to settle',
         async () => {
@@ -81,17 +83,20 @@ async function main(): Promise<void> {
       );
       const received = mine();
       const cpu = cpuSeconds(daemon.pid) - cpu0;
-      rows.push(
-        `round ${round}: ${THREADS} threads  idle ${a.toFixed(2)} s  relaying ${b.toFixed(2)} s  ratio ${(b / a).toFixed(2)}  ` +
-          `signals received ${received} (${(received / b).toFixed(0)}/s)  daemon CPU ${cpu.toFixed(2)} s`,
+      const st = procStatus(daemon.pid);
+      console.log(
+        `round ${round}: ${THREADS} threads: no daemon ${none.toFixed(2)} s, subscribed ${idle.toFixed(2)} s ` +
+          `(x${(idle / none).toFixed(2)}), relaying ${relaying.toFixed(2)} s (x${(relaying / none).toFixed(2)}); ` +
+          `signals received ${received} of ${THREADS} (${(received / relaying).toFixed(0)}/s); ` +
+          `daemon CPU ${cpu.toFixed(2)} s, RSS ${st.VmRSS} (peak ${st.VmHWM})`,
       );
-      console.log(rows[rows.length - 1]);
+      await reg.stop();
+      await daemon.shutdown();
+      daemon = undefined;
     }
-    const st = procStatus(daemon.pid);
-    console.log(`daemon RSS ${st.VmRSS}, peak ${st.VmHWM}`);
-    await reg.stop();
   } finally {
-    if (daemon) await daemon.shutdown();
+    await reg?.stop('SIGKILL');
+    await daemon?.shutdown();
     await tmp.cleanup();
   }
 }
