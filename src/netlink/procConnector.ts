@@ -1,0 +1,620 @@
+/**
+ * ProcConnector: a typed, lossless client of the Linux proc connector (NETLINK_CONNECTOR, group
+ * CN_IDX_PROC; drivers/connector/cn_proc.c, include/uapi/linux/cn_proc.h).
+ *
+ *   const connector = new ProcConnector({ events: ['fork', 'exit'] });
+ *   connector.on('events', (batch) => { for (const ev of batch) ... });   // kernel order
+ *   connector.on('loss', ({ overruns, dropped }) => ...);                // cumulative
+ *   connector.on('error', (err) => ...);
+ *   await connector.open();      // subscribed, and the subscription confirmed by the kernel
+ *   await connector.selfTest();  // a fork of our own came back
+ *   ...
+ *   await connector.close();     // unsubscribed, worker stopped, socket closed
+ *
+ * Threads: the main thread opens the socket and sends requests; a worker_thread
+ * (receiveWorker.ts) only reads it and posts raw datagrams in batches; the main thread parses
+ * them (cnProcStructs.ts) and emits one 'events' batch per worker batch. An open connector keeps
+ * the process alive (like a listening server) until close().
+ */
+import { spawn } from 'node:child_process';
+import { randomInt } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { EFD_CLOEXEC, EFD_NONBLOCK, close as closeFd, eventfd, write } from '../native/libc';
+import {
+  PROC_CN_MCAST_IGNORE,
+  PROC_CN_MCAST_LISTEN,
+  PROC_EVENT_FORK,
+  eventTypeMask,
+  parseDatagram,
+  type CnProcSink,
+} from './cnProcStructs';
+import { ProcConnectorError, noEventsError, toProcConnectorError } from './errors';
+import { PROC_EVENT_KINDS, type ProcEvent, type ProcEventKind } from './events';
+import {
+  DEFAULT_BATCH_BYTES,
+  FRAME_HEADER_BYTES,
+  RECEIVE_WORKER_ROLE,
+  type ReceiveWorkerData,
+  type ReceiveWorkerMessage,
+} from './receiveWorker';
+import { closeSocket, openProcConnectorSocket, sendMcastRequest } from './socket';
+
+/**
+ * Default receive buffer (the SO_RCVBUFFORCE argument; the kernel doubles it for bookkeeping,
+ * socket(7)). Measured on Linux 6.18: each queued proc event costs 832 bytes of sk_rmem_alloc
+ * (skb truesize of a 76-byte datagram), so 32 MiB (64 MiB of sk_rcvbuf) holds a burst of about
+ * 80,000 events unread: a 40,000-thread storm (fork + exit each) with the reader stalled. It is a
+ * limit, not an allocation: memory is charged only while events wait in the queue.
+ */
+export const DEFAULT_RECEIVE_BUFFER_BYTES = 32 * 1024 * 1024;
+/** How long open() waits for the kernel to confirm a subscription. */
+export const DEFAULT_ACK_TIMEOUT_MS = 1000;
+/** How long selfTest() waits for its own child's fork event. */
+export const DEFAULT_SELF_TEST_TIMEOUT_MS = 2000;
+
+export interface ProcConnectorOptions {
+  /** Kinds to deliver (default: all). A subset is filtered by the kernel when it can (>= 6.6). */
+  events?: readonly ProcEventKind[];
+  /** SO_RCVBUFFORCE value (default DEFAULT_RECEIVE_BUFFER_BYTES). */
+  receiveBufferBytes?: number;
+  /** Always send the legacy 4-byte PROC_CN_MCAST_LISTEN and filter in user space. */
+  legacyListen?: boolean;
+  /** How long open() waits for the kernel to confirm the subscription (default 1000 ms). */
+  ackTimeoutMs?: number;
+}
+
+/** Cumulative loss, as of an ENOBUFS (or close()). */
+export interface LossNotice {
+  /** ENOBUFS returned by recv: the number of times the socket overflowed. */
+  overruns: number;
+  /** Messages the kernel could not queue (SO_MEMINFO[SK_MEMINFO_DROPS]): the events lost. */
+  dropped: number;
+}
+
+export interface ProcConnectorCounters extends LossNotice {
+  /** Events delivered, per kind. */
+  received: Record<ProcEventKind, number>;
+  /**
+   * Sequence numbers missing from the per-CPU cn_msg.seq streams. Counted only while the kernel
+   * sends us every kind (the 'legacy' subscription): the counter numbers all kinds, so with a
+   * kernel filter the numbers of filtered-out kinds look like gaps.
+   */
+  sequenceGaps: number;
+  /** Datagrams or messages the parser could not read. */
+  malformed: number;
+}
+
+export type ProcConnectorEvents = {
+  /** A batch of events in kernel order (per CPU), never empty. */
+  events: [batch: ProcEvent[]];
+  /** The socket overflowed and events were lost; counts are cumulative. Reading goes on. */
+  loss: [notice: LossNotice];
+  /** The receive worker failed; the connector no longer receives. */
+  error: [err: ProcConnectorError];
+};
+
+/**
+ * How the kernel was asked for events:
+ * - 'filtered': struct proc_input with an event_type mask (Linux >= 6.6), confirmed by seeing
+ *   our own child's fork (a filtered subscriber is sent no ACK);
+ * - 'legacy': the bare 4-byte PROC_CN_MCAST_LISTEN (every kind), confirmed by our ACK; kinds not
+ *   asked for are dropped in user space.
+ */
+export type SubscriptionMode = 'filtered' | 'legacy';
+
+type State = 'new' | 'opening' | 'open' | 'closing' | 'closed';
+
+interface ForkWaiter {
+  childPid: number;
+  resolve: () => void;
+}
+
+/**
+ * Worker entry: the compiled receiveWorker.js next to this file. Under ts-jest this file is the
+ * .ts source and there is no .js beside it; Node cannot run .ts in a worker, so the worker runs a
+ * small shim that compiles the .ts sources it requires with TypeScript's transpileModule (a dev
+ * dependency, present wherever the .ts sources are run) and then requires the entry. Tests
+ * thereby exercise the source under test, never a stale dist/.
+ */
+const WORKER_ENTRY = path.join(__dirname, `receiveWorker${path.extname(__filename)}`);
+const TS_WORKER_SHIM = `
+'use strict';
+const { workerData } = require('node:worker_threads');
+const { readFileSync } = require('node:fs');
+const { createRequire } = require('node:module');
+const entryRequire = createRequire(workerData.entry);
+const ts = entryRequire('typescript');
+require.extensions['.ts'] = (module, filename) => {
+  const { outputText } = ts.transpileModule(readFileSync(filename, 'utf8'), {
+    fileName: filename,
+    compilerOptions: {
+      module: ts.ModuleKind.CommonJS,
+      target: ts.ScriptTarget.ES2022,
+      esModuleInterop: true,
+    },
+  });
+  module._compile(outputText, filename);
+};
+entryRequire(workerData.entry);
+`;
+
+function startReceiveWorker(data: ReceiveWorkerData): Worker {
+  if (WORKER_ENTRY.endsWith('.ts')) {
+    return new Worker(TS_WORKER_SHIM, { eval: true, workerData: { ...data, entry: WORKER_ENTRY } });
+  }
+  return new Worker(WORKER_ENTRY, { workerData: data });
+}
+
+function emptyReceived(): Record<ProcEventKind, number> {
+  return { fork: 0, exec: 0, uid: 0, gid: 0, sid: 0, ptrace: 0, comm: 0, coredump: 0, exit: 0 };
+}
+
+export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
+  private readonly kinds: readonly ProcEventKind[];
+  private readonly wanted: Record<ProcEventKind, boolean>;
+  private readonly allKinds: boolean;
+  private readonly receiveBufferRequest: number;
+  private readonly legacyListen: boolean;
+  private readonly ackTimeoutMs: number;
+
+  private state: State = 'new';
+  private openPromise: Promise<void> | undefined;
+  private closePromise: Promise<void> | undefined;
+  /** Start-up steps' undo actions; close() runs them in reverse. */
+  private readonly undo: { name: string; run: () => void | Promise<void> }[] = [];
+
+  private fd = -1;
+  private wakeFd = -1;
+  private worker: Worker | undefined;
+  private workerStopped: (() => void) | undefined;
+  private mode: SubscriptionMode | undefined;
+  /** proc_input.event_type currently in force ('filtered' mode). */
+  private kernelMask = 0;
+  private requestSeq = 0;
+  private effectiveReceiveBuffer = 0;
+
+  // Counters and parse state (main thread).
+  private readonly received = emptyReceived();
+  private overruns = 0;
+  private dropped = 0;
+  private sequenceGaps = 0;
+  private malformed = 0;
+  private trackSequence = false;
+  /** Last cn_msg.seq seen per CPU (index), or undefined. */
+  private readonly lastSeq: (number | undefined)[] = [];
+  private batch: ProcEvent[] = [];
+  private readonly forkWaiters: ForkWaiter[] = [];
+  private readonly ackWaiters = new Map<number, (err: number) => void>();
+  private readonly sink: CnProcSink;
+
+  constructor(options: ProcConnectorOptions = {}) {
+    super();
+    const kinds = options.events ?? PROC_EVENT_KINDS;
+    if (kinds.length === 0) {
+      throw new ProcConnectorError('EINVAL', 'ProcConnector: events must name at least one kind');
+    }
+    const wanted = Object.fromEntries(PROC_EVENT_KINDS.map((k) => [k, false])) as Record<
+      ProcEventKind,
+      boolean
+    >;
+    for (const k of kinds) {
+      if (!PROC_EVENT_KINDS.includes(k)) {
+        throw new ProcConnectorError(
+          'EINVAL',
+          `ProcConnector: unknown event kind '${String(k)}' (kinds: ${PROC_EVENT_KINDS.join(', ')})`,
+        );
+      }
+      wanted[k] = true;
+    }
+    this.kinds = [...new Set(kinds)];
+    this.wanted = wanted;
+    this.allKinds = PROC_EVENT_KINDS.every((k) => wanted[k]);
+    const rcvbuf = options.receiveBufferBytes ?? DEFAULT_RECEIVE_BUFFER_BYTES;
+    if (!Number.isInteger(rcvbuf) || rcvbuf < 4096 || rcvbuf > 0x3fffffff) {
+      throw new ProcConnectorError(
+        'EINVAL',
+        `ProcConnector: receiveBufferBytes must be an integer from 4096 to ${0x3fffffff}`,
+      );
+    }
+    this.receiveBufferRequest = rcvbuf;
+    this.legacyListen = options.legacyListen ?? false;
+    this.ackTimeoutMs = options.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS;
+    if (!(this.ackTimeoutMs > 0 && this.ackTimeoutMs <= 60_000)) {
+      throw new ProcConnectorError('EINVAL', 'ProcConnector: ackTimeoutMs must be from 1 to 60000');
+    }
+    this.sink = {
+      event: (event, seq) => this.onEvent(event, seq),
+      ack: (ack, err, seq, cpu) => this.onAck(ack, err, seq, cpu),
+      malformed: () => {
+        this.malformed++;
+      },
+    };
+  }
+
+  /** A snapshot of the counters. */
+  get counters(): ProcConnectorCounters {
+    return {
+      received: { ...this.received },
+      overruns: this.overruns,
+      dropped: this.dropped,
+      sequenceGaps: this.sequenceGaps,
+      malformed: this.malformed,
+    };
+  }
+
+  /** How the kernel was subscribed, once open() has succeeded. */
+  get subscription(): SubscriptionMode | undefined {
+    return this.mode;
+  }
+
+  /** The socket's sk_rcvbuf as the kernel reports it (about twice receiveBufferBytes). */
+  get receiveBufferBytes(): number {
+    return this.effectiveReceiveBuffer;
+  }
+
+  /** The socket's file descriptor while open (for diagnostics), else -1. */
+  get fileDescriptor(): number {
+    return this.fd;
+  }
+
+  /**
+   * Open the socket, start the receive worker and subscribe. With a subset of kinds, asks the
+   * kernel to filter (Linux >= 6.6) and confirms that with a fork of our own; if none comes, falls
+   * back to the legacy listen (every kind, filtered here), confirmed by the kernel's ACK. Rejects
+   * with a ProcConnectorError whose message says what is wrong and what to do.
+   */
+  async open(): Promise<void> {
+    if (this.state !== 'new') {
+      throw new ProcConnectorError('EINVAL', `ProcConnector.open(): already ${this.state}`);
+    }
+    this.state = 'opening';
+    this.openPromise = this.start();
+    try {
+      await this.openPromise;
+      this.state = 'open';
+    } catch (err) {
+      this.state = 'closing';
+      await this.teardown(); // its own failures matter less than why open() failed
+      this.state = 'closed';
+      throw toProcConnectorError(err);
+    }
+  }
+
+  /**
+   * Prove that events reach us: spawn a child (/bin/true) and wait, at most `timeoutMs`, for its
+   * fork event. The kernel sends nothing to a listener outside the initial pid or user namespace
+   * and says nothing about it; this turns that silence into an error naming the cause and the fix.
+   */
+  async selfTest(timeoutMs: number = DEFAULT_SELF_TEST_TIMEOUT_MS): Promise<void> {
+    if (this.state !== 'open') {
+      throw new ProcConnectorError('EINVAL', `ProcConnector.selfTest(): not open (${this.state})`);
+    }
+    // A filtered subscription without fork is widened for the test, then narrowed again.
+    const widen = this.mode === 'filtered' && (this.kernelMask & PROC_EVENT_FORK) === 0;
+    if (widen) this.requestFiltered(this.kernelMask | PROC_EVENT_FORK);
+    try {
+      if (!(await this.seeOwnFork(timeoutMs))) throw noEventsError(timeoutMs, 'a fork of our own');
+    } finally {
+      if (widen && this.state === 'open') this.requestFiltered(this.kernelMask);
+    }
+  }
+
+  /**
+   * Unsubscribe (PROC_CN_MCAST_IGNORE), stop the worker, close the eventfd and the socket: the
+   * start-up steps undone in reverse. Idempotent; safe to call while open() is in progress.
+   */
+  close(): Promise<void> {
+    this.closePromise ??= (async () => {
+      if (this.openPromise) await this.openPromise.catch(() => undefined);
+      if (this.state === 'closed' || this.state === 'new') {
+        this.state = 'closed';
+        return;
+      }
+      this.state = 'closing';
+      const failure = await this.teardown();
+      this.state = 'closed';
+      if (failure !== undefined) throw toProcConnectorError(failure);
+    })();
+    return this.closePromise;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Start-up and teardown
+
+  private async start(): Promise<void> {
+    const opened = openProcConnectorSocket(this.receiveBufferRequest);
+    this.fd = opened.fd;
+    this.effectiveReceiveBuffer = opened.receiveBufferBytes;
+    this.undo.push({
+      name: 'close socket',
+      run: () => {
+        closeSocket(this.fd);
+        this.fd = -1;
+      },
+    });
+
+    this.wakeFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    this.undo.push({
+      name: 'close eventfd',
+      run: () => {
+        closeFd(this.wakeFd);
+        this.wakeFd = -1;
+      },
+    });
+
+    await this.startWorker();
+    this.undo.push({ name: 'stop worker', run: () => this.stopWorker() });
+
+    // From here on the kernel may count us as a listener: undo with IGNORE whatever we asked.
+    this.undo.push({
+      name: 'unsubscribe',
+      run: () => {
+        sendMcastRequest(this.fd, {
+          op: PROC_CN_MCAST_IGNORE,
+          seq: this.nextSeq(),
+          ack: 0,
+        });
+      },
+    });
+    await this.subscribe();
+  }
+
+  private async subscribe(): Promise<void> {
+    if (!this.allKinds && !this.legacyListen) {
+      const mask = eventTypeMask(this.kinds);
+      // Confirm with our own fork; if fork is not asked for, include it until confirmed.
+      this.requestFiltered(mask | PROC_EVENT_FORK);
+      this.mode = 'filtered';
+      if (await this.seeOwnFork(this.ackTimeoutMs)) {
+        if ((mask & PROC_EVENT_FORK) === 0) this.requestFiltered(mask);
+        return;
+      }
+      // No fork seen: a kernel before 6.6 ignored the 8-byte proc_input. Fall back.
+      this.mode = undefined;
+    }
+    const ack = randomInt(1, 0x7fffffff);
+    const answered = this.waitForAck(ack, this.ackTimeoutMs);
+    sendMcastRequest(this.fd, { op: PROC_CN_MCAST_LISTEN, seq: this.nextSeq(), ack });
+    const err = await answered;
+    if (err !== undefined && err !== 0) throw toProcConnectorError(ackError(err));
+    // No ACK: outside the initial pid/user namespace the kernel ignores the request silently.
+    // The ACK itself can be lost (send_msg() allocates with GFP_NOWAIT), so a fork of our own
+    // decides.
+    if (err === undefined && !(await this.seeOwnFork(this.ackTimeoutMs))) {
+      throw noEventsError(
+        this.ackTimeoutMs,
+        'a fork of our own (and no ACK to our listen request)',
+      );
+    }
+    this.mode = 'legacy';
+    this.kernelMask = 0;
+    // Every kind is numbered in the per-CPU sequence and every one now reaches us.
+    this.trackSequence = true;
+  }
+
+  private requestFiltered(mask: number): void {
+    this.kernelMask = mask >>> 0;
+    sendMcastRequest(this.fd, {
+      op: PROC_CN_MCAST_LISTEN,
+      eventType: this.kernelMask,
+      seq: this.nextSeq(),
+      ack: 0,
+    });
+  }
+
+  private nextSeq(): number {
+    this.requestSeq = (this.requestSeq + 1) >>> 0;
+    return this.requestSeq;
+  }
+
+  private startWorker(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const worker = startReceiveWorker({
+        role: RECEIVE_WORKER_ROLE,
+        fd: this.fd,
+        wakeFd: this.wakeFd,
+        batchBytes: DEFAULT_BATCH_BYTES,
+      });
+      this.worker = worker;
+      let ready = false;
+      worker.on('message', (msg: ReceiveWorkerMessage) => {
+        if (msg.type === 'ready') {
+          ready = true;
+          resolve();
+        } else this.onWorkerMessage(msg);
+      });
+      worker.on('error', (err) => {
+        if (!ready) reject(err);
+        else this.emitError(`the receive worker failed: ${err.message}`, err);
+      });
+      worker.on('exit', (code) => {
+        this.worker = undefined;
+        const stopped = this.workerStopped;
+        this.workerStopped = undefined;
+        if (!ready)
+          reject(new Error(`the receive worker exited with code ${code} before starting`));
+        else if (stopped) stopped();
+        else if (this.state === 'open' || this.state === 'opening') {
+          this.emitError(`the receive worker exited unexpectedly (code ${code})`);
+        }
+      });
+    });
+  }
+
+  /** Wake the worker through the eventfd and wait for it to exit. */
+  private async stopWorker(): Promise<void> {
+    const worker = this.worker;
+    if (!worker) return;
+    const exited = new Promise<void>((resolve) => {
+      this.workerStopped = resolve;
+    });
+    const one = Buffer.alloc(8);
+    one.writeBigUInt64LE(1n);
+    write(this.wakeFd, one);
+    await exited;
+  }
+
+  /** Run every undo step, newest first; returns the first failure (after running them all). */
+  private async teardown(): Promise<unknown> {
+    let first: unknown;
+    for (let step = this.undo.pop(); step; step = this.undo.pop()) {
+      try {
+        await step.run();
+      } catch (err) {
+        // Keep undoing: a failed IGNORE must not leave the worker or the fds behind.
+        first ??= err;
+      }
+    }
+    for (const waiter of this.ackWaiters.values()) waiter(-1);
+    this.ackWaiters.clear();
+    this.mode = undefined;
+    return first;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Confirmation
+
+  /** Spawn /bin/true and wait up to `timeoutMs` for its fork event; always reaps the child. */
+  private async seeOwnFork(timeoutMs: number): Promise<boolean> {
+    const child = spawn('/bin/true', [], { stdio: 'ignore' });
+    const exited = new Promise<void>((resolve) => {
+      child.once('close', () => resolve());
+      child.once('error', () => resolve());
+    });
+    const childPid = child.pid;
+    if (childPid === undefined) {
+      await exited;
+      throw new ProcConnectorError(
+        'ENOENT',
+        'the proc connector self-test could not spawn /bin/true; install coreutils',
+      );
+    }
+    let timer: NodeJS.Timeout | undefined;
+    let waiter: ForkWaiter | undefined;
+    const seen = await new Promise<boolean>((resolve) => {
+      waiter = { childPid, resolve: () => resolve(true) };
+      this.forkWaiters.push(waiter);
+      timer = setTimeout(() => resolve(false), timeoutMs);
+    });
+    clearTimeout(timer);
+    const i = waiter ? this.forkWaiters.indexOf(waiter) : -1;
+    if (i !== -1) this.forkWaiters.splice(i, 1);
+    await exited;
+    return seen;
+  }
+
+  /** Resolves with the ACK's err, or undefined after `timeoutMs`. */
+  private waitForAck(ack: number, timeoutMs: number): Promise<number | undefined> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.ackWaiters.delete(ack + 1);
+        resolve(undefined);
+      }, timeoutMs);
+      this.ackWaiters.set(ack + 1, (err) => {
+        clearTimeout(timer);
+        this.ackWaiters.delete(ack + 1);
+        resolve(err < 0 ? undefined : err);
+      });
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Receiving (main thread)
+
+  private onWorkerMessage(msg: ReceiveWorkerMessage): void {
+    switch (msg.type) {
+      case 'batch':
+        this.onBatch(msg.buffer);
+        break;
+      case 'loss':
+        this.overruns = msg.overruns;
+        this.dropped = msg.dropped;
+        this.emit('loss', { overruns: msg.overruns, dropped: msg.dropped });
+        break;
+      case 'stopped': {
+        const lost = msg.dropped !== this.dropped || msg.overruns !== this.overruns;
+        this.overruns = msg.overruns;
+        this.dropped = msg.dropped;
+        if (lost) this.emit('loss', { overruns: msg.overruns, dropped: msg.dropped });
+        break;
+      }
+      case 'fatal':
+        this.emitError(`the receive worker stopped: ${msg.message}`);
+        break;
+      case 'ready':
+        break;
+    }
+  }
+
+  private onBatch(buffer: ArrayBuffer): void {
+    const view = new DataView(buffer);
+    const end = view.byteLength;
+    this.batch = [];
+    let off = 0;
+    while (off + FRAME_HEADER_BYTES <= end) {
+      const len = view.getUint32(off, true);
+      off += FRAME_HEADER_BYTES;
+      if (off + len > end) {
+        this.malformed++;
+        break;
+      }
+      parseDatagram(view, off, len, this.sink);
+      off += (len + 3) & ~3;
+    }
+    const batch = this.batch;
+    this.batch = [];
+    if (batch.length > 0) this.emit('events', batch);
+  }
+
+  private onEvent(event: ProcEvent, seq: number): void {
+    if (this.trackSequence) this.trackSeq(event.cpu, seq);
+    if (event.kind === 'fork' && this.forkWaiters.length > 0)
+      this.matchForkWaiters(event.childTgid, event.parentTgid);
+    if (!this.wanted[event.kind]) return;
+    this.received[event.kind]++;
+    this.batch.push(event);
+  }
+
+  private onAck(ack: number, err: number, seq: number, cpu: number): void {
+    if (this.trackSequence && cpu !== 0xffffffff) this.trackSeq(cpu, seq);
+    this.ackWaiters.get(ack)?.(err);
+  }
+
+  private matchForkWaiters(childTgid: number, parentTgid: number): void {
+    if (parentTgid !== process.pid) return;
+    for (const waiter of this.forkWaiters) {
+      if (waiter.childPid === childTgid) waiter.resolve();
+    }
+  }
+
+  /** cn_msg.seq is per CPU: count the numbers skipped since the last message of this CPU. */
+  private trackSeq(cpu: number, seq: number): void {
+    if (cpu >= 65536) return;
+    const last = this.lastSeq[cpu];
+    this.lastSeq[cpu] = seq;
+    if (last === undefined) return;
+    const missing = (seq - last - 1) >>> 0;
+    // A huge "gap" is the counter moving backwards (never seen; e.g. CPU hotplug): not a loss.
+    if (missing !== 0 && missing < 0x80000000) this.sequenceGaps += missing;
+  }
+
+  private emitError(message: string, cause?: unknown): void {
+    this.emit('error', new ProcConnectorError('EWORKER', `proc connector: ${message}`, { cause }));
+  }
+}
+
+/** An ACK with a non-zero err, as the errno of the request it answers. */
+function ackError(err: number): Error {
+  const code = err === 1 ? 'EPERM' : err === 22 ? 'EINVAL' : `E${err}`;
+  const e = new Error(`PROC_CN_MCAST_LISTEN answered ${code}`) as Error & {
+    code: string;
+    syscall: string;
+    errno: number;
+  };
+  e.code = code;
+  e.syscall = 'PROC_CN_MCAST_LISTEN';
+  e.errno = -err;
+  return e;
+}
