@@ -39,7 +39,7 @@ import {
   type ReceiveWorkerData,
   type ReceiveWorkerMessage,
 } from './receiveWorker';
-import { closeSocket, openProcConnectorSocket, sendMcastRequest } from './socket';
+import { closeSocket, openProcConnectorSocket, readSocketDrops, sendMcastRequest } from './socket';
 
 /**
  * Default receive buffer (the SO_RCVBUFFORCE argument; the kernel doubles it for bookkeeping,
@@ -51,6 +51,8 @@ import { closeSocket, openProcConnectorSocket, sendMcastRequest } from './socket
 export const DEFAULT_RECEIVE_BUFFER_BYTES = 32 * 1024 * 1024;
 /** How long open() waits for the kernel to confirm a subscription. */
 export const DEFAULT_ACK_TIMEOUT_MS = 1000;
+/** Tries of a fork confirmation that the socket's overflow spoiled. */
+const CONFIRM_ATTEMPTS = 3;
 /** How long selfTest() waits for its own child's fork event. */
 export const DEFAULT_SELF_TEST_TIMEOUT_MS = 2000;
 
@@ -295,7 +297,9 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
     const widen = this.mode === 'filtered' && (this.kernelMask & PROC_EVENT_FORK) === 0;
     if (widen) this.requestFiltered(this.kernelMask | PROC_EVENT_FORK);
     try {
-      if (!(await this.seeOwnFork(timeoutMs))) throw noEventsError(timeoutMs, 'a fork of our own');
+      const outcome = await this.confirmByFork(timeoutMs);
+      if (outcome === 'overflow') throw this.overflowError('the self-test');
+      if (outcome === 'silent') throw noEventsError(timeoutMs, 'a fork of our own');
     } finally {
       if (widen && this.state === 'open') this.requestFiltered(this.kernelMask);
     }
@@ -367,7 +371,7 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
       // Confirm with our own fork; if fork is not asked for, include it until confirmed.
       this.requestFiltered(mask | PROC_EVENT_FORK);
       this.mode = 'filtered';
-      if (await this.seeOwnFork(this.ackTimeoutMs)) {
+      if ((await this.confirmByFork(this.ackTimeoutMs)) === 'seen') {
         if ((mask & PROC_EVENT_FORK) === 0) this.requestFiltered(mask);
         return;
       }
@@ -382,11 +386,15 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
     // No ACK: outside the initial pid/user namespace the kernel ignores the request silently.
     // The ACK itself can be lost (send_msg() allocates with GFP_NOWAIT), so a fork of our own
     // decides.
-    if (err === undefined && !(await this.seeOwnFork(this.ackTimeoutMs))) {
-      throw noEventsError(
-        this.ackTimeoutMs,
-        'a fork of our own (and no ACK to our listen request)',
-      );
+    if (err === undefined) {
+      const outcome = await this.confirmByFork(this.ackTimeoutMs);
+      if (outcome === 'overflow') throw this.overflowError('confirming the subscription');
+      if (outcome === 'silent') {
+        throw noEventsError(
+          this.ackTimeoutMs,
+          'a fork of our own (and no ACK to our listen request)',
+        );
+      }
     }
     this.mode = 'legacy';
     this.kernelMask = 0;
@@ -475,6 +483,29 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
 
   // -------------------------------------------------------------------------------------------
   // Confirmation
+
+  /**
+   * Fork a child and wait for its event, trying again while the socket overflows: an event lost
+   * to a full queue is not the kernel ignoring us. 'silent' means nothing was lost and nothing
+   * came.
+   */
+  private async confirmByFork(timeoutMs: number): Promise<'seen' | 'silent' | 'overflow'> {
+    for (let attempt = 0; attempt < CONFIRM_ATTEMPTS; attempt++) {
+      const dropsBefore = readSocketDrops(this.fd);
+      if (await this.seeOwnFork(timeoutMs)) return 'seen';
+      if (readSocketDrops(this.fd) === dropsBefore) return 'silent';
+    }
+    return 'overflow';
+  }
+
+  private overflowError(during: string): ProcConnectorError {
+    return new ProcConnectorError(
+      'ENOBUFS',
+      `the proc connector socket overflowed during ${during} ${CONFIRM_ATTEMPTS} times, so our own ` +
+        `fork event was lost: the receive buffer (${this.receiveBufferRequest} bytes) is too small ` +
+        `for this machine's event rate; raise receiveBufferBytes`,
+    );
+  }
 
   /** Spawn /bin/true and wait up to `timeoutMs` for its fork event; always reaps the child. */
   private async seeOwnFork(timeoutMs: number): Promise<boolean> {
