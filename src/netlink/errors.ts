@@ -43,11 +43,15 @@ export class ProcConnectorError extends Error {
 export const NAMESPACE_FIX =
   'run relayfork on the host, or in Docker with --pid=host --net=host (and no user namespace)';
 
-export function noEventsError(timeoutMs: number, what: string): ProcConnectorError {
+/**
+ * The silent namespace case. `symptom` says what did not happen, e.g. "the kernel did not answer
+ * our listen request within 1000 ms".
+ */
+export function noEventsError(symptom: string): ProcConnectorError {
   return new ProcConnectorError(
     'ENOEVENTS',
-    `the proc connector sent no event for ${what} within ${timeoutMs} ms: this process is outside ` +
-      `the initial pid or user namespace, where the kernel ignores proc connector listeners; ${NAMESPACE_FIX}`,
+    `${symptom}: this process is outside the initial pid or user namespace, where the kernel ` +
+      `ignores proc connector listeners; ${NAMESPACE_FIX}`,
   );
 }
 

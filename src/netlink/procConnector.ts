@@ -25,6 +25,7 @@ import { EFD_CLOEXEC, EFD_NONBLOCK, close as closeFd, eventfd, write } from '../
 import {
   PROC_CN_MCAST_IGNORE,
   PROC_CN_MCAST_LISTEN,
+  PROC_EVENT_BIT,
   PROC_EVENT_FORK,
   eventTypeMask,
   parseDatagram,
@@ -108,9 +109,18 @@ export type SubscriptionMode = 'filtered' | 'legacy';
 
 type State = 'new' | 'opening' | 'open' | 'closing' | 'closed';
 
-interface ForkWaiter {
-  childPid: number;
-  resolve: () => void;
+/** Events of one of our own children, watched while confirming the subscription. */
+interface PidWatch {
+  pid: number;
+  forkSeen: boolean;
+  /** Kinds of the child's events seen (fork: as the child; others: as the process). */
+  kinds: ProcEventKind[];
+  onFork: (() => void) | undefined;
+}
+
+/** Kinds our confirmation child makes (fork, sid via setsid, exec, exit) outside `mask`. */
+function probeKinds(mask: number): ProcEventKind[] {
+  return (['sid', 'exec', 'exit'] as const).filter((k) => (mask & PROC_EVENT_BIT[k]) === 0);
 }
 
 /**
@@ -187,7 +197,7 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
   /** Last cn_msg.seq seen per CPU (index), or undefined. */
   private readonly lastSeq: (number | undefined)[] = [];
   private batch: ProcEvent[] = [];
-  private readonly forkWaiters: ForkWaiter[] = [];
+  private readonly pidWatches: PidWatch[] = [];
   private readonly ackWaiters = new Map<number, (err: number) => void>();
   private readonly sink: CnProcSink;
 
@@ -299,7 +309,11 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
     try {
       const outcome = await this.confirmByFork(timeoutMs);
       if (outcome === 'overflow') throw this.overflowError('the self-test');
-      if (outcome === 'silent') throw noEventsError(timeoutMs, 'a fork of our own');
+      if (outcome === 'silent') {
+        throw noEventsError(
+          `the proc connector delivered no event for a fork of our own within ${timeoutMs} ms`,
+        );
+      }
     } finally {
       if (widen && this.state === 'open') this.requestFiltered(this.kernelMask);
     }
@@ -366,40 +380,54 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
   }
 
   private async subscribe(): Promise<void> {
-    if (!this.allKinds && !this.legacyListen) {
-      const mask = eventTypeMask(this.kinds);
-      // Confirm with our own fork; if fork is not asked for, include it until confirmed.
+    const mask = eventTypeMask(this.kinds);
+    if (!this.allKinds && !this.legacyListen && probeKinds(mask | PROC_EVENT_FORK).length > 0) {
+      // Until confirmed, fork is in the filter too: the confirmation watches our own fork.
       this.requestFiltered(mask | PROC_EVENT_FORK);
-      this.mode = 'filtered';
-      if ((await this.confirmByFork(this.ackTimeoutMs)) === 'seen') {
+      const outcome = await this.confirmFilter(this.ackTimeoutMs);
+      if (outcome === 'filtered') {
+        this.mode = 'filtered';
         if ((mask & PROC_EVENT_FORK) === 0) this.requestFiltered(mask);
         return;
       }
-      // No fork seen: a kernel before 6.6 ignored the 8-byte proc_input. Fall back.
-      this.mode = undefined;
-    }
-    const ack = randomInt(1, 0x7fffffff);
-    const answered = this.waitForAck(ack, this.ackTimeoutMs);
-    sendMcastRequest(this.fd, { op: PROC_CN_MCAST_LISTEN, seq: this.nextSeq(), ack });
-    const err = await answered;
-    if (err !== undefined && err !== 0) throw toProcConnectorError(ackError(err));
-    // No ACK: outside the initial pid/user namespace the kernel ignores the request silently.
-    // The ACK itself can be lost (send_msg() allocates with GFP_NOWAIT), so a fork of our own
-    // decides.
-    if (err === undefined) {
-      const outcome = await this.confirmByFork(this.ackTimeoutMs);
       if (outcome === 'overflow') throw this.overflowError('confirming the subscription');
-      if (outcome === 'silent') {
+      // 'unfiltered' or 'silent': the kernel ignored the 8-byte proc_input (Linux < 6.6, or
+      // outside the initial namespaces). The legacy listen and its ACK tell which.
+      this.kernelMask = 0;
+    }
+    await this.listenLegacy();
+    this.mode = 'legacy';
+    // Every kind is numbered in the per-CPU sequence and every one now reaches us.
+    this.trackSequence = true;
+  }
+
+  /**
+   * The bare 4-byte PROC_CN_MCAST_LISTEN, confirmed by the kernel's ACK (cn_msg.ack = ours + 1).
+   * The ACK is the proof that the kernel took the request: a socket it ignored still receives
+   * every event while anyone else on the machine listens (cn_filter() passes sockets that never
+   * subscribed), so seeing events proves nothing. An ACK lost to a full socket is retried.
+   */
+  private async listenLegacy(): Promise<void> {
+    for (let attempt = 0; attempt < CONFIRM_ATTEMPTS; attempt++) {
+      const dropsBefore = readSocketDrops(this.fd);
+      if (attempt > 0) {
+        // Kernels before 6.6 count every LISTEN (and IGNORE) in proc_event_num_listeners:
+        // balance a possibly counted earlier LISTEN before asking again.
+        sendMcastRequest(this.fd, { op: PROC_CN_MCAST_IGNORE, seq: this.nextSeq(), ack: 0 });
+      }
+      const ack = randomInt(1, 0x7ffffffe);
+      const answered = this.waitForAck(ack, this.ackTimeoutMs);
+      sendMcastRequest(this.fd, { op: PROC_CN_MCAST_LISTEN, seq: this.nextSeq(), ack });
+      const err = await answered;
+      if (err === 0) return;
+      if (err !== undefined) throw toProcConnectorError(ackError(err));
+      if (readSocketDrops(this.fd) === dropsBefore) {
         throw noEventsError(
-          this.ackTimeoutMs,
-          'a fork of our own (and no ACK to our listen request)',
+          `the kernel did not answer our proc connector listen request within ${this.ackTimeoutMs} ms`,
         );
       }
     }
-    this.mode = 'legacy';
-    this.kernelMask = 0;
-    // Every kind is numbered in the per-CPU sequence and every one now reaches us.
-    this.trackSequence = true;
+    throw this.overflowError('confirming the subscription');
   }
 
   private requestFiltered(mask: number): void {
@@ -492,7 +520,32 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
   private async confirmByFork(timeoutMs: number): Promise<'seen' | 'silent' | 'overflow'> {
     for (let attempt = 0; attempt < CONFIRM_ATTEMPTS; attempt++) {
       const dropsBefore = readSocketDrops(this.fd);
-      if (await this.seeOwnFork(timeoutMs)) return 'seen';
+      const watch = await this.spawnWatched(timeoutMs, false);
+      if (watch.forkSeen) return 'seen';
+      if (readSocketDrops(this.fd) === dropsBefore) return 'silent';
+    }
+    return 'overflow';
+  }
+
+  /**
+   * Prove that the kernel filters for us (a filtered subscriber gets no ACK). Child A (spawned
+   * with setsid(), so it makes fork, sid, exec and exit events) must show its fork; then child B
+   * is spawned after A was reaped, and once B's fork is here, every event of A that the kernel
+   * queued for us is here too (one receive queue, and A's events were queued before A was
+   * reaped). If any of A's events has a kind outside the filter, the filter is not in force:
+   * the kernel ignored our proc_input and we only hear events because someone else listens.
+   */
+  private async confirmFilter(
+    timeoutMs: number,
+  ): Promise<'filtered' | 'unfiltered' | 'silent' | 'overflow'> {
+    for (let attempt = 0; attempt < CONFIRM_ATTEMPTS; attempt++) {
+      const dropsBefore = readSocketDrops(this.fd);
+      const a = await this.spawnWatched(timeoutMs, true);
+      const b = a.forkSeen ? await this.spawnWatched(timeoutMs, false) : undefined;
+      if (a.forkSeen && b?.forkSeen) {
+        const leaked = a.kinds.some((k) => (this.kernelMask & PROC_EVENT_BIT[k]) === 0);
+        return leaked ? 'unfiltered' : 'filtered';
+      }
       if (readSocketDrops(this.fd) === dropsBefore) return 'silent';
     }
     return 'overflow';
@@ -501,39 +554,45 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
   private overflowError(during: string): ProcConnectorError {
     return new ProcConnectorError(
       'ENOBUFS',
-      `the proc connector socket overflowed during ${during} ${CONFIRM_ATTEMPTS} times, so our own ` +
-        `fork event was lost: the receive buffer (${this.receiveBufferRequest} bytes) is too small ` +
-        `for this machine's event rate; raise receiveBufferBytes`,
+      `the proc connector socket overflowed ${CONFIRM_ATTEMPTS} times while ${during}, so the ` +
+        `kernel's answer was lost: the receive buffer (${this.receiveBufferRequest} bytes) is too ` +
+        `small for this machine's event rate; raise receiveBufferBytes`,
     );
   }
 
-  /** Spawn /bin/true and wait up to `timeoutMs` for its fork event; always reaps the child. */
-  private async seeOwnFork(timeoutMs: number): Promise<boolean> {
-    const child = spawn('/bin/true', [], { stdio: 'ignore' });
+  /**
+   * Spawn /bin/true (in a new session if `setsid`) and wait up to `timeoutMs` for its fork
+   * event; always reaps the child before returning. Reports whether the fork came and which
+   * kinds of the child's events arrived by then.
+   */
+  private async spawnWatched(timeoutMs: number, setsid: boolean): Promise<PidWatch> {
+    const child = spawn('/bin/true', [], { stdio: 'ignore', detached: setsid });
     const exited = new Promise<void>((resolve) => {
       child.once('close', () => resolve());
       child.once('error', () => resolve());
     });
-    const childPid = child.pid;
-    if (childPid === undefined) {
+    const pid = child.pid;
+    if (pid === undefined) {
       await exited;
       throw new ProcConnectorError(
         'ENOENT',
         'the proc connector self-test could not spawn /bin/true; install coreutils',
       );
     }
+    const watch: PidWatch = { pid, forkSeen: false, kinds: [], onFork: undefined };
+    this.pidWatches.push(watch);
     let timer: NodeJS.Timeout | undefined;
-    let waiter: ForkWaiter | undefined;
-    const seen = await new Promise<boolean>((resolve) => {
-      waiter = { childPid, resolve: () => resolve(true) };
-      this.forkWaiters.push(waiter);
-      timer = setTimeout(() => resolve(false), timeoutMs);
-    });
-    clearTimeout(timer);
-    const i = waiter ? this.forkWaiters.indexOf(waiter) : -1;
-    if (i !== -1) this.forkWaiters.splice(i, 1);
-    await exited;
-    return seen;
+    try {
+      await new Promise<void>((resolve) => {
+        watch.onFork = resolve;
+        timer = setTimeout(resolve, timeoutMs);
+      });
+      await exited;
+    } finally {
+      clearTimeout(timer);
+      this.pidWatches.splice(this.pidWatches.indexOf(watch), 1);
+    }
+    return watch;
   }
 
   /** Resolves with the ACK's err, or undefined after `timeoutMs`. */
@@ -601,8 +660,7 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
 
   private onEvent(event: ProcEvent, seq: number): void {
     if (this.trackSequence) this.trackSeq(event.cpu, seq);
-    if (event.kind === 'fork' && this.forkWaiters.length > 0)
-      this.matchForkWaiters(event.childTgid, event.parentTgid);
+    if (this.pidWatches.length > 0) this.watchPids(event);
     if (!this.wanted[event.kind]) return;
     this.received[event.kind]++;
     this.batch.push(event);
@@ -613,10 +671,16 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
     this.ackWaiters.get(ack)?.(err);
   }
 
-  private matchForkWaiters(childTgid: number, parentTgid: number): void {
-    if (parentTgid !== process.pid) return;
-    for (const waiter of this.forkWaiters) {
-      if (waiter.childPid === childTgid) waiter.resolve();
+  private watchPids(event: ProcEvent): void {
+    for (const watch of this.pidWatches) {
+      if (event.kind === 'fork') {
+        if (event.childTgid !== watch.pid || event.parentTgid !== process.pid) continue;
+        watch.forkSeen = true;
+        watch.kinds.push('fork');
+        watch.onFork?.();
+      } else if (event.processTgid === watch.pid) {
+        watch.kinds.push(event.kind);
+      }
     }
   }
 
