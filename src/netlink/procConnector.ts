@@ -197,6 +197,7 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
   /** Last cn_msg.seq seen per CPU (index), or undefined. */
   private readonly lastSeq: (number | undefined)[] = [];
   private batch: ProcEvent[] = [];
+  private heldBatches: ProcEvent[][] = [];
   private readonly pidWatches: PidWatch[] = [];
   private readonly ackWaiters = new Map<number, (err: number) => void>();
   private readonly sink: CnProcSink;
@@ -286,7 +287,10 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
     try {
       await this.openPromise;
       this.state = 'open';
+      // Events that came while the subscription was being confirmed, in order.
+      for (const batch of this.heldBatches.splice(0)) this.emit('events', batch);
     } catch (err) {
+      this.heldBatches = [];
       this.state = 'closing';
       await this.teardown(); // its own failures matter less than why open() failed
       this.state = 'closed';
@@ -655,7 +659,12 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
     }
     const batch = this.batch;
     this.batch = [];
-    if (batch.length > 0) this.emit('events', batch);
+    if (batch.length === 0) return;
+    // Until open() has confirmed the subscription, hold events back: a socket the kernel ignored
+    // (outside the initial namespaces) still hears other listeners' events, which must not look
+    // like a working subscription. open() emits them once it succeeds and drops them if it fails.
+    if (this.state === 'opening') this.heldBatches.push(batch);
+    else this.emit('events', batch);
   }
 
   private onEvent(event: ProcEvent, seq: number): void {

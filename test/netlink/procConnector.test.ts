@@ -224,6 +224,24 @@ describe('filtering', () => {
   });
 });
 
+test('events from the time open() confirmed the subscription arrive once it resolves', async () => {
+  const connector = new ProcConnector({ events: ['fork', 'exit'] });
+  opened.push(connector);
+  const unconfirmed: number[] = [];
+  const events = collect(connector);
+  connector.on('events', (batch) => {
+    if (connector.subscription === undefined) unconfirmed.push(batch.length);
+  });
+  const before = process.hrtime.bigint();
+  await connector.open();
+  // open() forked children of its own to confirm the filter: their events were held, not lost.
+  const ownForks = events.filter(
+    (e) => e.kind === 'fork' && e.parentTgid === process.pid && e.timestampNs >= before,
+  );
+  expect(ownForks.length).toBeGreaterThanOrEqual(2);
+  expect(unconfirmed).toEqual([]);
+});
+
 describe('selfTest', () => {
   test('passes when events flow, also when the filter excludes fork', async () => {
     const { connector, events } = await openConnector({ events: ['exec'] });
