@@ -113,7 +113,10 @@ describe('events from our own children', () => {
     const pids = await runAllKinds();
     const of = (kind: ProcEventKind, tgid: number): ProcEvent[] =>
       events.filter((e) => e.kind === kind && tgidOf(e) === tgid);
-    await waitFor('the fixture exit', () => of('exit', pids.parent).length > 0);
+    // The fixture's own exit, not its thread's (which has the same tgid and comes first).
+    await waitFor('the fixture exit', () =>
+      of('exit', pids.parent).some((e) => e.kind === 'exit' && e.processPid === pids.parent),
+    );
 
     expect(of('exec', pids.exec)).toHaveLength(1);
     expect(of('comm', pids.ids)).toMatchObject([{ comm: 'rf-kinds' }]);
@@ -147,7 +150,7 @@ describe('filtering', () => {
     expect(connector.subscription).toBe('filtered');
     const pids = await runAllKinds();
     await waitFor('the fixture exit', () =>
-      events.some((e) => e.kind === 'exit' && e.processTgid === pids.parent),
+      events.some((e) => e.kind === 'exit' && e.processPid === pids.parent),
     );
     expect(new Set(events.map((e) => e.kind))).toEqual(new Set(['exec', 'exit']));
     expect(events.some((e) => e.kind === 'exec' && e.processTgid === pids.exec)).toBe(true);
@@ -167,7 +170,7 @@ describe('filtering', () => {
     expect(connector.subscription).toBe('legacy');
     const pids = await runAllKinds();
     await waitFor('the fixture exit', () =>
-      events.some((e) => e.kind === 'exit' && e.processTgid === pids.parent),
+      events.some((e) => e.kind === 'exit' && e.processPid === pids.parent),
     );
     expect(new Set(events.map((e) => e.kind))).toEqual(new Set(['fork', 'exit']));
     expect(events.filter((e) => e.kind === 'fork' && e.childTgid === pids.parent)).toHaveLength(2);
