@@ -100,8 +100,9 @@ export type ProcConnectorEvents = {
 
 /**
  * How the kernel was asked for events:
- * - 'filtered': struct proc_input with an event_type mask (Linux >= 6.6), confirmed by seeing
- *   our own child's fork (a filtered subscriber is sent no ACK);
+ * - 'filtered': struct proc_input with an event_type mask (Linux >= 6.6), confirmed by our own
+ *   child's events: its fork arrives, its events of kinds outside the filter do not (a filtered
+ *   subscriber is sent no ACK);
  * - 'legacy': the bare 4-byte PROC_CN_MCAST_LISTEN (every kind), confirmed by our ACK; kinds not
  *   asked for are dropped in user space.
  */
@@ -274,9 +275,11 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
 
   /**
    * Open the socket, start the receive worker and subscribe. With a subset of kinds, asks the
-   * kernel to filter (Linux >= 6.6) and confirms that with a fork of our own; if none comes, falls
-   * back to the legacy listen (every kind, filtered here), confirmed by the kernel's ACK. Rejects
-   * with a ProcConnectorError whose message says what is wrong and what to do.
+   * kernel to filter (Linux >= 6.6) and confirms that with children of our own (see
+   * confirmFilter); if the kernel does not filter for us, falls back to the legacy listen (every
+   * kind, filtered here), confirmed by the kernel's ACK. Events received meanwhile are emitted
+   * once the subscription is confirmed: attach 'events' listeners before calling open() to get
+   * them. Rejects with a ProcConnectorError whose message says what is wrong and what to do.
    */
   async open(): Promise<void> {
     if (this.state !== 'new') {
