@@ -6,6 +6,7 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { LOG_LEVELS, type LogLevel } from './log';
+import { DEFAULT_RECEIVE_BUFFER_BYTES } from './netlink/procConnector';
 
 function integerOption(min: number, max: number, what: string) {
   return (value: string): number => {
@@ -27,7 +28,7 @@ export function buildProgram(): Command {
     .option('--mountpoint <dir>', 'where to mount the relayfork files', '/run/relayfork')
     .option(
       '--signal <n>',
-      'initial signal number, 33 < n < 64 (the patch default 33 is reserved by glibc: see README)',
+      'initial signal, 33 to 63 as the patch took (32 < n < 64); 33, its default, is reserved by glibc: use 40',
       integerOption(33, 63, '--signal'),
       33,
     )
@@ -35,6 +36,11 @@ export function buildProgram(): Command {
     .option('--processes-only', 'relay only new processes, not new threads', false)
     .addOption(
       new Option('--log-level <level>', 'log verbosity').choices(LOG_LEVELS).default('info'),
+    )
+    .option(
+      '--receive-buffer <bytes>',
+      `proc connector socket receive buffer (default ${DEFAULT_RECEIVE_BUFFER_BYTES})`,
+      integerOption(65536, 2 ** 30, '--receive-buffer'),
     )
     .action(async (opts: DaemonCliOptions) => {
       const { runDaemon } = await import('./daemon');
@@ -44,6 +50,7 @@ export function buildProgram(): Command {
         strict: opts.strict,
         processesOnly: opts.processesOnly,
         logLevel: opts.logLevel,
+        receiveBufferBytes: opts.receiveBuffer,
       });
     });
 
@@ -55,9 +62,18 @@ export function buildProgram(): Command {
       'comma-separated kinds: fork,exec,uid,gid,sid,ptrace,comm,coredump,exit',
     )
     .option('--json', 'print one JSON object per line', false)
-    .action(async (opts: { events?: string; json: boolean }) => {
+    .option(
+      '--receive-buffer <bytes>',
+      `socket receive buffer (default ${DEFAULT_RECEIVE_BUFFER_BYTES})`,
+      integerOption(65536, 2 ** 30, '--receive-buffer'),
+    )
+    .action(async (opts: { events?: string; json: boolean; receiveBuffer?: number }) => {
       const { runWatch } = await import('./watch');
-      process.exitCode = await runWatch({ events: opts.events, json: opts.json });
+      process.exitCode = await runWatch({
+        events: opts.events,
+        json: opts.json,
+        receiveBuffer: opts.receiveBuffer,
+      });
     });
 
   return program;
@@ -69,6 +85,7 @@ interface DaemonCliOptions {
   strict: boolean;
   processesOnly: boolean;
   logLevel: LogLevel;
+  receiveBuffer?: number;
 }
 
 if (require.main === module) {

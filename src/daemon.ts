@@ -23,6 +23,8 @@ export interface DaemonOptions {
   strict: boolean;
   processesOnly: boolean;
   logLevel: LogLevel;
+  /** The proc connector socket's receive buffer; the library's default when undefined. */
+  receiveBufferBytes?: number;
 }
 
 /** glibc's SIGSETXID: reserved, neither blockable nor catchable by a glibc program. */
@@ -86,18 +88,19 @@ class Daemon {
     }
     this.installSignalHandlers();
 
-    const connector = new ProcConnector({ events: ['fork', 'exit'] });
-    this.connector = connector;
-    await connector.open();
-    await connector.selfTest();
-    log.info('subscribed to the proc connector (fork and exit events); self-test passed');
-
     const relay = new Relay({
       signal: options.signal,
       processesOnly: options.processesOnly,
       logger: log,
     });
     this.relay = relay;
+
+    // Listeners go on before open(): events of the confirmation window are relayed too.
+    const connector = new ProcConnector({
+      events: ['fork', 'exit'],
+      receiveBufferBytes: options.receiveBufferBytes,
+    });
+    this.connector = connector;
     connector.on('events', (batch) => relay.handleEvents(batch));
     connector.on('loss', (loss) => {
       log.warn(
@@ -107,6 +110,11 @@ class Daemon {
       relay.pruneExited();
     });
     connector.on('error', (err) => log.error(describeProcConnectorError(err)));
+    await connector.open();
+    await connector.selfTest();
+    log.info(
+      `subscribed to the proc connector (fork and exit events, ${connector.subscription} subscription); self-test passed`,
+    );
 
     const tree = new AttributeFs(
       options.mountpoint,
