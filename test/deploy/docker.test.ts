@@ -1,0 +1,200 @@
+/**
+ * Across the container boundary: the daemon runs in Docker exactly as docker/compose.yaml runs it
+ * (privileged, host pid and network namespaces, /dev/fuse, the mountpoint bind-mounted rshared),
+ * and a consumer on the host registers through the propagated mount and receives one SI_ASYNCIO
+ * signal per fork the test makes on the host. Without --pid=host the daemon refuses to start with
+ * its namespace message.
+ *
+ * Needs a Docker engine (../shared/tools/docker-env.sh up, started here if none runs) and
+ * docker-compose; the images come from docker/build.sh (cached layers: seconds when unchanged).
+ */
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import {
+  Child,
+  RELAY_SIGNAL,
+  SI_ASYNCIO,
+  TempDir,
+  compileFixture,
+  isMounted,
+  parseSignals,
+  runForker,
+  spawnChild,
+  waitFor,
+} from '../daemon/harness';
+
+const execFileAsync = promisify(execFile);
+const ROOT = path.resolve(__dirname, '../..');
+const SHARED_TOOLS =
+  process.env.RELAYFORK_SHARED_TOOLS ?? path.resolve(ROOT, '..', 'shared', 'tools');
+const IMAGE = process.env.RELAYFORK_IMAGE ?? 'relayfork:latest';
+const COMPOSE_FILE = path.join(ROOT, 'docker', 'compose.yaml');
+const PROJECT = `relayfork-e2e-${process.pid}`;
+
+let tmp: TempDir;
+let hostMount: string;
+let engineStartedHere = false;
+let bindMounted = false;
+let consumer: Child | undefined;
+const containers: string[] = [];
+
+async function run(file: string, args: string[], env: NodeJS.ProcessEnv = process.env) {
+  try {
+    return await execFileAsync(file, args, { env, maxBuffer: 64 << 20 });
+  } catch (err) {
+    const e = err as Error & { stdout?: string; stderr?: string };
+    throw new Error(`${file} ${args.join(' ')} failed: ${e.message}\n${e.stdout}${e.stderr}`, {
+      cause: err,
+    });
+  }
+}
+
+function compose(...args: string[]) {
+  return run('docker-compose', ['-p', PROJECT, '-f', COMPOSE_FILE, ...args], {
+    ...process.env,
+    RELAYFORK_IMAGE: IMAGE,
+    RELAYFORK_HOST_MOUNTPOINT: hostMount,
+  });
+}
+
+async function engineRunning(): Promise<boolean> {
+  return execFileAsync('docker', ['info']).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** The fstype of the topmost mount at `target` in the host's mount table, if any. */
+function mountType(target: string): string | undefined {
+  const lines = fs.readFileSync('/proc/mounts', 'utf8').split('\n');
+  const hits = lines.map((l) => l.split(' ')).filter((f) => f[1] === target);
+  return hits.length > 0 ? hits[hits.length - 1][2] : undefined;
+}
+
+beforeAll(async () => {
+  if (process.geteuid?.() !== 0) throw new Error('the Docker tests need root');
+  for (const tool of ['docker', 'docker-compose']) {
+    await execFileAsync(tool, ['--version']).catch((err: unknown) => {
+      throw new Error(`${tool} is missing: run npm run test:docker, which installs it`, {
+        cause: err,
+      });
+    });
+  }
+  if (!(await engineRunning())) {
+    engineStartedHere = true;
+    await run(path.join(SHARED_TOOLS, 'docker-env.sh'), ['up']);
+  }
+  await run(path.join(ROOT, 'docker', 'build.sh'), []);
+
+  tmp = new TempDir('relayfork-docker-');
+  // The host end of the bind: a shared mount of its own (this host's / is private), so that the
+  // container's FUSE mount propagates back here, as `mount --make-rshared` does for /run/relayfork.
+  hostMount = tmp.join('run-relayfork');
+  fs.mkdirSync(hostMount);
+  await run('mount', ['--bind', hostMount, hostMount]);
+  bindMounted = true;
+  await run('mount', ['--make-rshared', hostMount]);
+});
+
+afterAll(async () => {
+  await consumer?.stop('SIGTERM');
+  if (hostMount)
+    await compose('down', '--remove-orphans', '--timeout', '15').catch(() => undefined);
+  for (const id of containers)
+    await execFileAsync('docker', ['rm', '-f', id]).catch(() => undefined);
+  // Whatever is still stacked on the host end (a FUSE mount left by a killed daemon, our bind).
+  for (let i = 0; i < 4 && hostMount && mountType(hostMount) !== undefined; i++) {
+    await execFileAsync('umount', ['-l', hostMount]).catch(() => undefined);
+  }
+  if (bindMounted && hostMount && mountType(hostMount) !== undefined) {
+    process.stderr.write(`could not unmount ${hostMount}\n`);
+  }
+  await tmp?.cleanup();
+  if (engineStartedHere) await run(path.join(SHARED_TOOLS, 'docker-env.sh'), ['down']);
+});
+
+test('the daemon in the container relays host forks to a host consumer through the rshared mount', async () => {
+  await compose('up', '-d', '--no-build');
+  const { stdout: id } = await compose('ps', '-q', 'relayfork');
+  const container = id.trim();
+  expect(container).not.toBe('');
+  containers.push(container);
+  await waitFor(
+    'the daemon in the container to log ready',
+    async () => {
+      const { stdout, stderr } = await execFileAsync('docker', ['logs', container]);
+      if (/error/.test(stdout + stderr)) throw new Error(`the daemon failed:\n${stdout}${stderr}`);
+      return /ready/.test(stdout + stderr);
+    },
+    60000,
+    250,
+  );
+  // The FUSE mount made in the container's mount namespace is on the host now.
+  expect(mountType(hostMount)).toBe('fuse.relayfork');
+  expect(fs.readFileSync(path.join(hostMount, 'signal'), 'utf8')).toBe(`${RELAY_SIGNAL}\n`);
+
+  const registrant = await compileFixture('registrant', tmp.path);
+  const forker = await compileFixture('forker', tmp.path);
+  consumer = spawnChild(registrant, [path.join(hostMount, 'processes'), String(RELAY_SIGNAL)]);
+  const ready = await consumer.waitForLine(/^ready \d+$/, 'stdout');
+  const consumerPid = Number(ready.split(' ')[1]);
+  expect(fs.readFileSync(path.join(hostMount, 'processes'), 'utf8')).toBe(`${consumerPid} \n`);
+
+  // Forks made on the host, seen by the container's daemon, signalled to the host consumer.
+  const forks = await runForker(forker, 3, 2);
+  expect(forks).toHaveLength(5);
+  const key = (parent: number, child: number) => `${parent}>${child}`;
+  const wanted = new Set(forks.map(([p, c]) => key(p, c)));
+  const received = () =>
+    parseSignals(consumer?.stdout ?? []).filter((s) => wanted.has(key(s.pid, s.val)));
+  await waitFor('a signal for every fork', () => received().length >= forks.length, 15000);
+  // Exactly one per fork, each with the patch's siginfo.
+  expect(
+    received()
+      .map((s) => key(s.pid, s.val))
+      .sort(),
+  ).toEqual([...wanted].sort());
+  for (const s of received())
+    expect({ sig: s.sig, code: s.code }).toEqual({ sig: RELAY_SIGNAL, code: SI_ASYNCIO });
+
+  // docker stop (SIGTERM): the daemon unmounts, and the unmount propagates to the host too.
+  await consumer.stop('SIGTERM');
+  await compose('stop', '--timeout', '15');
+  const { stdout: exit } = await run('docker', ['inspect', '-f', '{{.State.ExitCode}}', container]);
+  expect(exit.trim()).toBe('0');
+  expect(mountType(hostMount)).not.toBe('fuse.relayfork');
+  expect(isMounted(hostMount)).toBe(true); // only our own bind is left
+});
+
+test('without --pid=host the daemon refuses to start, naming the namespace and the fix', async () => {
+  const name = `${PROJECT}-nopidhost`;
+  containers.push(name);
+  let failure: { code?: number; stdout?: string; stderr?: string } | undefined;
+  try {
+    await execFileAsync(
+      'docker',
+      [
+        'run',
+        '--name',
+        name,
+        '--privileged',
+        '--net=host',
+        '--device',
+        '/dev/fuse',
+        IMAGE,
+        '--signal',
+        '40',
+      ],
+      { timeout: 60000 },
+    );
+  } catch (err) {
+    failure = err as typeof failure;
+  }
+  expect(failure).toBeDefined();
+  expect(failure?.code).toBe(1);
+  const errors = `${failure?.stdout}${failure?.stderr}`.split('\n').filter((l) => /error/.test(l));
+  expect(errors).toHaveLength(1);
+  expect(errors[0]).toMatch(/proc connector.*pid.*namespace.*--pid=host/);
+});
