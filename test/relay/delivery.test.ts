@@ -280,9 +280,15 @@ describe('registrants that exit', () => {
     let out = '';
     parent.stdout?.setEncoding('latin1');
     parent.stdout?.on('data', (chunk: string) => (out += chunk));
+    let pid: number | undefined;
     try {
-      await waitFor(() => /pid=\d+\n[^]*ready\n/.test(out), 10000, 'the consumer under sh');
-      const pid = Number(/pid=(\d+)/.exec(out)?.[1]);
+      // The consumer's "ready" and sh's "pid=" race each other: wait for both, in either order.
+      await waitFor(
+        () => /pid=\d+\n/.test(out) && /ready\n/.test(out),
+        10000,
+        'the consumer under sh',
+      );
+      pid = Number(/pid=(\d+)/.exec(out)?.[1]);
       const byEvent = newRelay();
       const byRead = newRelay();
       expect(byEvent.registry.register(pid)).toBe('registered');
@@ -307,6 +313,9 @@ describe('registrants that exit', () => {
         'rejected',
       );
     } finally {
+      // The consumer holds sh's stdout pipe: end it too, or the pipe outlives the test.
+      const state = pid === undefined ? undefined : taskState(pid);
+      if (pid !== undefined && state !== undefined && state !== 'Z') process.kill(pid, 'SIGKILL');
       process.kill(parent.pid, 'SIGKILL');
       await parentExited;
       extraPids.delete(parent.pid);
