@@ -10,11 +10,12 @@
  *   3. the FUSE mount, through which users register;
  *   4. "ready" (log line and sd_notify READY=1).
  */
-import { AttributeFs, FsMountError } from './fs';
+import { AttributeFs } from './fs';
 import { createLogger, type LogLevel, type Logger } from './log';
 import { ProcConnector, describeProcConnectorError } from './netlink';
 import { createPatchAttributes } from './relay/attributes';
 import { Relay } from './relay/relay';
+import { checkPidfdThreadSupport } from './relay/registry';
 import { SystemdNotifier } from './systemd/notify';
 
 export interface DaemonOptions {
@@ -55,10 +56,9 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   return daemon.untilStopped();
 }
 
-/** One line for a start-up failure: the FUSE tree's and the connector's errors already are. */
+/** One line for a start-up failure (each layer's errors already say what to do). */
 function describeStartError(err: unknown): string {
-  if (err instanceof FsMountError) return err.message;
-  return describeProcConnectorError(err);
+  return (err instanceof Error ? err.message : String(err)).replace(/\s+/g, ' ').trim();
 }
 
 class Daemon {
@@ -88,6 +88,7 @@ class Daemon {
     }
     this.installSignalHandlers();
 
+    checkPidfdThreadSupport();
     const relay = new Relay({
       signal: options.signal,
       processesOnly: options.processesOnly,
@@ -110,8 +111,13 @@ class Daemon {
       relay.pruneExited();
     });
     connector.on('error', (err) => log.error(describeProcConnectorError(err)));
-    await connector.open();
-    await connector.selfTest();
+    try {
+      await connector.open();
+      await connector.selfTest();
+    } catch (err) {
+      // A raw syscall error becomes the connector's one line with the cause and the fix.
+      throw new Error(describeProcConnectorError(err), { cause: err });
+    }
     log.info(
       `subscribed to the proc connector (fork and exit events, ${connector.subscription} subscription); self-test passed`,
     );

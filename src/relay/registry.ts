@@ -80,6 +80,27 @@ function readComm(id: number): string {
   }
 }
 
+/**
+ * Fails, with one line saying what to do, on a kernel whose pidfd_open lacks PIDFD_THREAD
+ * (Linux < 6.9): there every registration would fail with EINVAL and read as "no such task", and
+ * the relay would silently register nobody.
+ */
+export function checkPidfdThreadSupport(): void {
+  let pidfd: number;
+  try {
+    pidfd = pidfdOpen(process.pid, PIDFD_THREAD);
+  } catch (err) {
+    if (isSyscallError(err, 'EINVAL') || isSyscallError(err, 'ENOSYS')) {
+      throw new Error(
+        `this kernel's pidfd_open() does not take PIDFD_THREAD (${err.code}): relayfork needs Linux 6.9 or later to hold a handle on every registrant`,
+        { cause: err },
+      );
+    }
+    throw err;
+  }
+  close(pidfd);
+}
+
 export class Registry extends EventEmitter<RegistryEvents> {
   /** Oldest first; the relay walks it backwards so delivery is newest first, like the patch. */
   private readonly order: Registrant[] = [];

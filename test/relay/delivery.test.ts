@@ -280,7 +280,7 @@ describe('registrants that exit', () => {
     let out = '';
     parent.stdout?.setEncoding('latin1');
     parent.stdout?.on('data', (chunk: string) => (out += chunk));
-    let pid: number | undefined;
+    let consumerPid: number | undefined;
     try {
       // The consumer's "ready" and sh's "pid=" race each other: wait for both, in either order.
       await waitFor(
@@ -288,7 +288,8 @@ describe('registrants that exit', () => {
         10000,
         'the consumer under sh',
       );
-      pid = Number(/pid=(\d+)/.exec(out)?.[1]);
+      const pid = Number(/pid=(\d+)/.exec(out)?.[1]);
+      consumerPid = pid;
       const byEvent = newRelay();
       const byRead = newRelay();
       expect(byEvent.registry.register(pid)).toBe('registered');
@@ -314,8 +315,10 @@ describe('registrants that exit', () => {
       );
     } finally {
       // The consumer holds sh's stdout pipe: end it too, or the pipe outlives the test.
-      const state = pid === undefined ? undefined : taskState(pid);
-      if (pid !== undefined && state !== undefined && state !== 'Z') process.kill(pid, 'SIGKILL');
+      const state = consumerPid === undefined ? undefined : taskState(consumerPid);
+      if (consumerPid !== undefined && state !== undefined && state !== 'Z') {
+        process.kill(consumerPid, 'SIGKILL');
+      }
       process.kill(parent.pid, 'SIGKILL');
       await parentExited;
       extraPids.delete(parent.pid);
