@@ -38,12 +38,18 @@ host_node_base() {
 }
 
 build() {  # $1 = target, $2 = tag
+    local previous
+    previous=$(docker image inspect -f '{{.Id}}' "$2" 2>/dev/null || true)
     log "docker build --target $1 -t $2 (base $BASE)"
     (cd "$ROOT" && git ls-files -z --cached --others --exclude-standard |
         while IFS= read -r -d '' f; do [ -e "$f" ] && printf '%s\0' "$f"; done |
         tar --null -T - -c) |
         docker build --network=host --build-arg BASE_IMAGE="$BASE" --target "$1" -t "$2" \
             -f docker/Dockerfile - >&2
+    # The image this tag named before, unless a container still uses it (then it stays).
+    if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect -f '{{.Id}}' "$2")" ]; then
+        docker rmi "$previous" >/dev/null 2>&1 || true
+    fi
 }
 
 BASE=${RELAYFORK_BASE_IMAGE:-$(host_node_base)}
