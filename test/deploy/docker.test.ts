@@ -1,6 +1,6 @@
 /**
  * Across the container boundary: the daemon runs in Docker exactly as docker/compose.yaml runs it
- * (privileged, host pid and network namespaces, /dev/fuse, the mountpoint bind-mounted rshared),
+ * (privileged, host pid and network namespaces, /dev/fuse, the host's /run bound rshared),
  * and a consumer on the host registers through the propagated mount and receives one SI_ASYNCIO
  * signal per fork the test makes on the host. Without --pid=host the daemon refuses to start with
  * its namespace message.
@@ -34,6 +34,9 @@ const COMPOSE_FILE = path.join(ROOT, 'docker', 'compose.yaml');
 const PROJECT = `relayfork-e2e-${process.pid}`;
 
 let tmp: TempDir;
+/** Stands for the host's /run (a shared mount, as systemd makes it). */
+let hostRun: string;
+/** The host's /run/relayfork, where the container's FUSE mount must appear. */
 let hostMount: string;
 let engineStartedHere = false;
 let bindMounted = false;
@@ -55,7 +58,7 @@ function compose(...args: string[]) {
   return run('docker-compose', ['-p', PROJECT, '-f', COMPOSE_FILE, ...args], {
     ...process.env,
     RELAYFORK_IMAGE: IMAGE,
-    RELAYFORK_HOST_MOUNTPOINT: hostMount,
+    RELAYFORK_HOST_RUN: hostRun,
   });
 }
 
@@ -89,13 +92,15 @@ beforeAll(async () => {
   await run(path.join(ROOT, 'docker', 'build.sh'), []);
 
   tmp = new TempDir('relayfork-docker-');
-  // The host end of the bind: a shared mount of its own (this host's / is private), so that the
-  // container's FUSE mount propagates back here, as `mount --make-rshared` does for /run/relayfork.
-  hostMount = tmp.join('run-relayfork');
-  fs.mkdirSync(hostMount);
-  await run('mount', ['--bind', hostMount, hostMount]);
+  // The host's /run for this test: a shared mount of its own (this host's / is private), as
+  // `mount --bind /run /run && mount --make-rshared /run` makes it, so that the container's FUSE
+  // mount propagates back here.
+  hostRun = tmp.join('run');
+  hostMount = path.join(hostRun, 'relayfork');
+  fs.mkdirSync(hostRun);
+  await run('mount', ['--bind', hostRun, hostRun]);
   bindMounted = true;
-  await run('mount', ['--make-rshared', hostMount]);
+  await run('mount', ['--make-rshared', hostRun]);
 });
 
 afterAll(async () => {
@@ -104,12 +109,14 @@ afterAll(async () => {
     await compose('down', '--remove-orphans', '--timeout', '15').catch(() => undefined);
   for (const id of containers)
     await execFileAsync('docker', ['rm', '-f', id]).catch(() => undefined);
-  // Whatever is still stacked on the host end (a FUSE mount left by a killed daemon, our bind).
-  for (let i = 0; i < 4 && hostMount && mountType(hostMount) !== undefined; i++) {
-    await execFileAsync('umount', ['-l', hostMount]).catch(() => undefined);
+  // A FUSE mount left by a daemon that was killed, then our own bind.
+  for (const target of [hostMount, hostRun]) {
+    for (let i = 0; i < 4 && target && mountType(target) !== undefined; i++) {
+      await execFileAsync('umount', ['-l', target]).catch(() => undefined);
+    }
   }
-  if (bindMounted && hostMount && mountType(hostMount) !== undefined) {
-    process.stderr.write(`could not unmount ${hostMount}\n`);
+  if (bindMounted && mountType(hostRun) !== undefined) {
+    process.stderr.write(`could not unmount ${hostRun}\n`);
   }
   await tmp?.cleanup();
   if (engineStartedHere) await run(path.join(SHARED_TOOLS, 'docker-env.sh'), ['down']);
@@ -131,7 +138,7 @@ test('the daemon in the container relays host forks to a host consumer through t
     60000,
     250,
   );
-  // The FUSE mount made in the container's mount namespace is on the host now.
+  // The FUSE mount made in the container's mount namespace is on the host now, at /run/relayfork.
   expect(mountType(hostMount)).toBe('fuse.relayfork');
   expect(fs.readFileSync(path.join(hostMount, 'signal'), 'utf8')).toBe(`${RELAY_SIGNAL}\n`);
 
@@ -164,8 +171,8 @@ test('the daemon in the container relays host forks to a host consumer through t
   await compose('stop', '--timeout', '15');
   const { stdout: exit } = await run('docker', ['inspect', '-f', '{{.State.ExitCode}}', container]);
   expect(exit.trim()).toBe('0');
-  expect(mountType(hostMount)).not.toBe('fuse.relayfork');
-  expect(isMounted(hostMount)).toBe(true); // only our own bind is left
+  expect(isMounted(hostMount)).toBe(false);
+  expect(mountType(hostRun)).not.toMatch(/^fuse/); // only our own bind is left
 });
 
 test('without --pid=host the daemon refuses to start, naming the namespace and the fix', async () => {
