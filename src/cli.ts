@@ -3,10 +3,12 @@
  * relayfork's command line: wires the layers together and nothing else.
  *   relayfork [options]     the daemon (src/daemon.ts)
  *   relayfork watch         print live proc connector events (src/watch.ts)
+ *   relayfork install-service   write the systemd unit (src/systemd/installService.ts)
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { LOG_LEVELS, type LogLevel } from './log';
 import { DEFAULT_RECEIVE_BUFFER_BYTES } from './netlink/procConnector';
+import { DEFAULT_SERVICE_SIGNAL, DEFAULT_UNIT_DIR } from './systemd/installService';
 
 function integerOption(min: number, max: number, what: string) {
   return (value: string): number => {
@@ -20,7 +22,9 @@ function integerOption(min: number, max: number, what: string) {
 
 export function buildProgram(): Command {
   const program = new Command();
+  // Positional options: a subcommand's --signal is its own, not the daemon's.
   program
+    .enablePositionalOptions()
     .name('relayfork')
     .description(
       'The 2005 Relay Fork Module in user space: every fork on the machine sends a real-time signal to each process registered in <mountpoint>/processes.',
@@ -74,6 +78,26 @@ export function buildProgram(): Command {
         json: opts.json,
         receiveBuffer: opts.receiveBuffer,
       });
+    });
+
+  program
+    .command('install-service')
+    .description(
+      'write the systemd unit that starts this installation (node + this dist/cli.js); then: systemctl daemon-reload && systemctl enable --now relayfork',
+    )
+    .option('--unit-dir <dir>', 'where to write relayfork.service', DEFAULT_UNIT_DIR)
+    .option(
+      '--signal <n>',
+      'the signal the service starts with, 34 to 63',
+      integerOption(34, 63, '--signal'),
+      DEFAULT_SERVICE_SIGNAL,
+    )
+    .action(async (opts: { unitDir: string; signal: number }) => {
+      const { installService } = await import('./systemd/installService');
+      const unit = await installService({ unitDir: opts.unitDir, signal: opts.signal });
+      process.stdout.write(
+        `wrote ${unit}\nnow run: systemctl daemon-reload && systemctl enable --now relayfork\n`,
+      );
     });
 
   return program;

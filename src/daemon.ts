@@ -49,7 +49,10 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   try {
     await daemon.start();
   } catch (err) {
-    log.error(describeStartError(err));
+    const line = describeStartError(err);
+    log.error(line);
+    // systemd keeps the last STATUS= of a failed unit: `systemctl status relayfork` shows why.
+    notifier.status(line);
     await daemon.shutdown();
     return 1;
   }
