@@ -8,16 +8,16 @@
  * Needs a Docker engine (../shared/tools/docker-env.sh up, started here if none runs) and
  * docker-compose; the images come from docker/build.sh (cached layers: seconds when unchanged).
  */
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import {
   Child,
   RELAY_SIGNAL,
+  ROOT,
   SI_ASYNCIO,
   TempDir,
   compileFixture,
+  execFileAsync,
   isMounted,
   parseSignals,
   runForker,
@@ -25,8 +25,6 @@ import {
   waitFor,
 } from '../daemon/harness';
 
-const execFileAsync = promisify(execFile);
-const ROOT = path.resolve(__dirname, '../..');
 const SHARED_TOOLS =
   process.env.RELAYFORK_SHARED_TOOLS ?? path.resolve(ROOT, '..', 'shared', 'tools');
 const IMAGE = process.env.RELAYFORK_IMAGE ?? 'relayfork:latest';

@@ -3,20 +3,15 @@
  * (`systemd-analyze verify`, package systemd), which also checks that ExecStart's executable
  * exists: so a unit written for this checkout must name a real node and a real dist/cli.js.
  */
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import {
   UNIT_TEMPLATE_PATH,
   installService,
   execCommandLine,
 } from '../../src/systemd/installService';
-
-const execFileAsync = promisify(execFile);
-const ROOT = path.resolve(__dirname, '../..');
-const CLI = path.join(ROOT, 'dist', 'cli.js');
+import { CLI, execFileAsync } from '../daemon/harness';
 
 let tmp: string;
 
