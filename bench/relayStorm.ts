@@ -14,7 +14,7 @@ import fs from 'node:fs';
 import {
   Child,
   Daemon,
-  RELAY_SIGNAL,
+  consumerArgs,
   TempDir,
   compileFixture,
   execFileAsync,
@@ -55,7 +55,7 @@ async function main(): Promise<void> {
   let reg: Child | undefined;
   try {
     const threads = await compileFixture('threads', tmp.path, ['-pthread']);
-    const registrantBin = await compileFixture('registrant', tmp.path);
+    const registrantBin = await compileFixture('rt_consumer', tmp.path, ['-pthread']);
     for (let round = 1; round <= ROUNDS; round++) {
       // A: no daemon at all.
       const { seconds: none } = await timeThreads(threads);
@@ -63,7 +63,7 @@ async function main(): Promise<void> {
       daemon = await Daemon.start(tmp.join('mnt'));
       const { seconds: idle } = await timeThreads(threads);
       // C: one registrant receiving every signal.
-      reg = spawnChild(registrantBin, [daemon.file('processes'), String(RELAY_SIGNAL)]);
+      reg = spawnChild(registrantBin, consumerArgs(daemon.file('processes')));
       await reg.waitForLine(/^ready/, 'stdout');
       const registrant = reg;
       const cpu0 = cpuSeconds(daemon.pid);

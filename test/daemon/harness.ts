@@ -214,7 +214,16 @@ export class Daemon extends Child {
   }
 }
 
-/** A registrant (test/fixtures/registrant.c) and the signals it has received. */
+/**
+ * Arguments for test/fixtures/rt_consumer, a registrant as a program written for the patch is:
+ * it blocks the relay signal, registers itself in `processes` when given, prints "ready" and
+ * then one line per signal ("sig=<n> code=<si_code> pid=<si_pid> val=<si_value>").
+ */
+export function consumerArgs(processes?: string): string[] {
+  return ['--signal', String(RELAY_SIGNAL), ...(processes ? ['--register', processes] : [])];
+}
+
+/** A signal as test/fixtures/rt_consumer prints it. */
 export interface ReceivedSignal {
   sig: number;
   code: number;

@@ -10,6 +10,7 @@ import {
   SI_ASYNCIO,
   TempDir,
   compileFixture,
+  consumerArgs,
   execFileAsync,
   parseSignals,
   requireRootAndBuild,
@@ -30,7 +31,7 @@ const children: Child[] = [];
 beforeAll(async () => {
   tmp = new TempDir();
   [registrantBin, forkerBin, threadsBin] = await Promise.all([
-    compileFixture('registrant', tmp.path),
+    compileFixture('rt_consumer', tmp.path, ['-pthread']),
     compileFixture('forker', tmp.path),
     compileFixture('threads', tmp.path, ['-pthread']),
   ]);
@@ -53,12 +54,12 @@ function listed(): number[] {
 }
 
 async function startRegistrant(register = true): Promise<Child> {
-  const c = spawnChild(registrantBin, [
-    register ? daemon.file('processes') : '-',
-    String(RELAY_SIGNAL),
-  ]);
+  const c = spawnChild(
+    registrantBin,
+    consumerArgs(register ? daemon.file('processes') : undefined),
+  );
   children.push(c);
-  await c.waitForLine(/^ready \d+$/, 'stdout');
+  await c.waitForLine(/^ready$/, 'stdout');
   return c;
 }
 
@@ -113,7 +114,7 @@ test('a new process that gets a dead registrant\u2019s pid receives nothing and 
   let second: Child | undefined;
   for (let attempt = 0; attempt < 50 && !second; attempt++) {
     fs.writeFileSync('/proc/sys/kernel/ns_last_pid', String(pid - 1));
-    const c = spawnChild(registrantBin, ['-', String(RELAY_SIGNAL)]);
+    const c = spawnChild(registrantBin, consumerArgs());
     children.push(c);
     await c.waitForLine(/^ready/, 'stdout');
     if (c.pid === pid) second = c;
@@ -163,7 +164,7 @@ test('--processes-only relays new processes but not new threads', async () => {
     '--processes-only',
   ]);
   try {
-    const reg = spawnChild(registrantBin, [only.file('processes'), String(RELAY_SIGNAL)]);
+    const reg = spawnChild(registrantBin, consumerArgs(only.file('processes')));
     children.push(reg);
     await reg.waitForLine(/^ready/, 'stdout');
     const { tids } = await runThreads(10);

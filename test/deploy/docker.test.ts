@@ -17,6 +17,7 @@ import {
   SI_ASYNCIO,
   TempDir,
   compileFixture,
+  consumerArgs,
   execFileAsync,
   isMounted,
   parseSignals,
@@ -140,11 +141,11 @@ test('the daemon in the container relays host forks to a host consumer through t
   expect(mountType(hostMount)).toBe('fuse.relayfork');
   expect(fs.readFileSync(path.join(hostMount, 'signal'), 'utf8')).toBe(`${RELAY_SIGNAL}\n`);
 
-  const registrant = await compileFixture('registrant', tmp.path);
+  const registrant = await compileFixture('rt_consumer', tmp.path, ['-pthread']);
   const forker = await compileFixture('forker', tmp.path);
-  consumer = spawnChild(registrant, [path.join(hostMount, 'processes'), String(RELAY_SIGNAL)]);
-  const ready = await consumer.waitForLine(/^ready \d+$/, 'stdout');
-  const consumerPid = Number(ready.split(' ')[1]);
+  consumer = spawnChild(registrant, consumerArgs(path.join(hostMount, 'processes')));
+  await consumer.waitForLine(/^ready$/, 'stdout');
+  const consumerPid = consumer.pid;
   expect(fs.readFileSync(path.join(hostMount, 'processes'), 'utf8')).toBe(`${consumerPid} \n`);
 
   // Forks made on the host, seen by the container's daemon, signalled to the host consumer.
