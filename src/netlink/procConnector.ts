@@ -25,6 +25,7 @@ import { EFD_CLOEXEC, EFD_NONBLOCK, close as closeFd, eventfd, write } from '../
 import {
   PROC_CN_MCAST_IGNORE,
   PROC_CN_MCAST_LISTEN,
+  PROC_EVENT_ALL,
   PROC_EVENT_BIT,
   PROC_EVENT_FORK,
   eventTypeMask,
@@ -100,9 +101,11 @@ export type ProcConnectorEvents = {
 
 /**
  * How the kernel was asked for events:
- * - 'filtered': struct proc_input with an event_type mask (Linux >= 6.6), confirmed by our own
- *   child's events: its fork arrives, its events of kinds outside the filter do not (a filtered
- *   subscriber is sent no ACK);
+ * - 'filtered': struct proc_input with an event_type mask (Linux >= 6.6). First a proc_input
+ *   asking for PROC_EVENT_ALL, confirmed by our ACK (the kernel's positive answer: it parsed the
+ *   proc_input of a requester in the initial namespaces); then narrowed to the mask, which is
+ *   checked with our own children's events: their forks arrive, their events of kinds outside
+ *   the filter do not (a filtered subscriber is sent no ACK);
  * - 'legacy': the bare 4-byte PROC_CN_MCAST_LISTEN (every kind), confirmed by our ACK; kinds not
  *   asked for are dropped in user space.
  */
@@ -389,50 +392,65 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
   private async subscribe(): Promise<void> {
     const mask = eventTypeMask(this.kinds);
     if (!this.allKinds && !this.legacyListen && probeKinds(mask | PROC_EVENT_FORK).length > 0) {
-      // Until confirmed, fork is in the filter too: the confirmation watches our own fork.
-      this.requestFiltered(mask | PROC_EVENT_FORK);
-      const outcome = await this.confirmFilter(this.ackTimeoutMs);
-      if (outcome === 'filtered') {
-        this.mode = 'filtered';
-        if ((mask & PROC_EVENT_FORK) === 0) this.requestFiltered(mask);
-        return;
+      // Positive evidence first: a proc_input asking for every kind is ACKed, and only by a
+      // kernel that parses proc_input (>= 6.6) for a requester in the initial namespaces; an
+      // ignored request gets no answer at all. Events seen meanwhile prove nothing: see
+      // listenAcked(). Without the ACK, the legacy listen below tells Linux < 6.6 (ACKed) from
+      // an ignored socket (not ACKed: ENOEVENTS).
+      if (await this.listenAcked(PROC_EVENT_ALL)) {
+        // Until confirmed, fork is in the filter too: the confirmation watches our own fork.
+        this.requestFiltered(mask | PROC_EVENT_FORK);
+        const outcome = await this.confirmFilter(this.ackTimeoutMs);
+        if (outcome === 'filtered') {
+          this.mode = 'filtered';
+          if ((mask & PROC_EVENT_FORK) === 0) this.requestFiltered(mask);
+          return;
+        }
+        if (outcome === 'overflow') throw this.overflowError('confirming the subscription');
+        // The kernel took the proc_input but did not filter for us: ask for every kind again.
+        this.kernelMask = 0;
       }
-      if (outcome === 'overflow') throw this.overflowError('confirming the subscription');
-      // 'unfiltered' or 'silent': the kernel ignored the 8-byte proc_input (Linux < 6.6, or
-      // outside the initial namespaces). The legacy listen and its ACK tell which.
-      this.kernelMask = 0;
     }
-    await this.listenLegacy();
+    if (!(await this.listenAcked(undefined))) {
+      throw noEventsError(
+        `the kernel did not answer our proc connector listen request within ${this.ackTimeoutMs} ms`,
+      );
+    }
     this.mode = 'legacy';
     // Every kind is numbered in the per-CPU sequence and every one now reaches us.
     this.trackSequence = true;
   }
 
   /**
-   * The bare 4-byte PROC_CN_MCAST_LISTEN, confirmed by the kernel's ACK (cn_msg.ack = ours + 1).
-   * The ACK is the proof that the kernel took the request: a socket it ignored still receives
-   * every event while anyone else on the machine listens (cn_filter() passes sockets that never
-   * subscribed), so seeing events proves nothing. An ACK lost to a full socket is retried.
+   * PROC_CN_MCAST_LISTEN for every kind, confirmed by the kernel's ACK (cn_msg.ack = ours + 1):
+   * the bare 4-byte form if `eventType` is undefined, else a struct proc_input with that
+   * event_type, which must be PROC_EVENT_ALL: cn_filter() drops the ACK (what = PROC_EVENT_NONE)
+   * for any narrower filter (drivers/connector/cn_proc.c, Linux 6.6 to 6.18). Resolves true once
+   * ACKed, false if the kernel stayed silent (nothing lost meanwhile); rejects on an ACK with an
+   * error or when the socket overflowed on every attempt.
+   *
+   * The ACK is the proof that the kernel took the request: cn_proc_mcast_ctl() returns without
+   * acting and without an answer for a requester outside the initial pid or user namespace (and
+   * Linux < 6.6 ignores an 8-byte proc_input likewise), yet such a socket, bound to the group,
+   * still receives every event whenever proc_event_num_listeners > 0 (cn_filter() passes a socket
+   * whose sk_user_data was never set): seeing events, even our own, proves nothing.
    */
-  private async listenLegacy(): Promise<void> {
+  private async listenAcked(eventType: number | undefined): Promise<boolean> {
     for (let attempt = 0; attempt < CONFIRM_ATTEMPTS; attempt++) {
       const dropsBefore = readSocketDrops(this.fd);
-      if (attempt > 0) {
+      if (attempt > 0 && eventType === undefined) {
         // Kernels before 6.6 count every LISTEN (and IGNORE) in proc_event_num_listeners:
-        // balance a possibly counted earlier LISTEN before asking again.
+        // balance a possibly counted earlier LISTEN before asking again. (Since 6.6 a repeated
+        // LISTEN is not counted again, and before 6.6 a proc_input is not counted at all.)
         sendMcastRequest(this.fd, { op: PROC_CN_MCAST_IGNORE, seq: this.nextSeq(), ack: 0 });
       }
       const ack = randomInt(1, 0x7ffffffe);
       const answered = this.waitForAck(ack, this.ackTimeoutMs);
-      sendMcastRequest(this.fd, { op: PROC_CN_MCAST_LISTEN, seq: this.nextSeq(), ack });
+      sendMcastRequest(this.fd, { op: PROC_CN_MCAST_LISTEN, eventType, seq: this.nextSeq(), ack });
       const err = await answered;
-      if (err === 0) return;
+      if (err === 0) return true;
       if (err !== undefined) throw toProcConnectorError(ackError(err));
-      if (readSocketDrops(this.fd) === dropsBefore) {
-        throw noEventsError(
-          `the kernel did not answer our proc connector listen request within ${this.ackTimeoutMs} ms`,
-        );
-      }
+      if (readSocketDrops(this.fd) === dropsBefore) return false;
     }
     throw this.overflowError('confirming the subscription');
   }
@@ -528,6 +546,7 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
     for (let attempt = 0; attempt < CONFIRM_ATTEMPTS; attempt++) {
       const dropsBefore = readSocketDrops(this.fd);
       const watch = await this.spawnWatched(timeoutMs, false);
+      this.unwatch(watch);
       if (watch.forkSeen) return 'seen';
       if (readSocketDrops(this.fd) === dropsBefore) return 'silent';
     }
@@ -535,12 +554,18 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
   }
 
   /**
-   * Prove that the kernel filters for us (a filtered subscriber gets no ACK). Child A (spawned
-   * with setsid(), so it makes fork, sid, exec and exit events) must show its fork; then child B
-   * is spawned after A was reaped, and once B's fork is here, every event of A that the kernel
-   * queued for us is here too (one receive queue, and A's events were queued before A was
-   * reaped). If any of A's events has a kind outside the filter, the filter is not in force:
-   * the kernel ignored our proc_input and we only hear events because someone else listens.
+   * Check that the filter asked for is in force (a filtered subscriber gets no ACK; that the
+   * kernel took our proc_input at all was proven before, by listenAcked()). Child A (spawned with
+   * setsid(), so it makes fork, sid, exec and exit events) must show its fork; then child B is
+   * spawned after A was reaped, and once B's fork has been parsed here, so has every event of A
+   * that was queued before A was reaped: one receive queue, read in order by the worker and
+   * parsed in order here. A's sid and exec events are such events (setsid() and execve() run in
+   * A before it exits); its exit event may not be (do_exit() calls proc_exit_connector() after
+   * exit_notify() has made A reapable), so it can only add evidence. A's watch therefore stays
+   * registered until B's fork is here: the 'close' of A (its reaping) can come before the worker
+   * has even read A's events (a loaded machine), and events of A parsed after its watch was gone
+   * were lost evidence, which once confirmed a filter that was not there. If any of A's events
+   * has a kind outside the filter, the filter is not in force.
    */
   private async confirmFilter(
     timeoutMs: number,
@@ -548,10 +573,15 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
     for (let attempt = 0; attempt < CONFIRM_ATTEMPTS; attempt++) {
       const dropsBefore = readSocketDrops(this.fd);
       const a = await this.spawnWatched(timeoutMs, true);
-      const b = a.forkSeen ? await this.spawnWatched(timeoutMs, false) : undefined;
-      if (a.forkSeen && b?.forkSeen) {
-        const leaked = a.kinds.some((k) => (this.kernelMask & PROC_EVENT_BIT[k]) === 0);
-        return leaked ? 'unfiltered' : 'filtered';
+      try {
+        const b = a.forkSeen ? await this.spawnWatched(timeoutMs, false) : undefined;
+        if (b) this.unwatch(b);
+        if (a.forkSeen && b?.forkSeen) {
+          const leaked = a.kinds.some((k) => (this.kernelMask & PROC_EVENT_BIT[k]) === 0);
+          return leaked ? 'unfiltered' : 'filtered';
+        }
+      } finally {
+        this.unwatch(a);
       }
       if (readSocketDrops(this.fd) === dropsBefore) return 'silent';
     }
@@ -569,8 +599,9 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
 
   /**
    * Spawn /bin/true (in a new session if `setsid`) and wait up to `timeoutMs` for its fork
-   * event; always reaps the child before returning. Reports whether the fork came and which
-   * kinds of the child's events arrived by then.
+   * event; always reaps the child before returning. Returns the child's watch, still registered
+   * (it goes on collecting the kinds of the child's events as they are parsed) until the caller
+   * passes it to unwatch(); it is unregistered here only if this throws.
    */
   private async spawnWatched(timeoutMs: number, setsid: boolean): Promise<PidWatch> {
     const child = spawn('/bin/true', [], { stdio: 'ignore', detached: setsid });
@@ -595,11 +626,19 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
         timer = setTimeout(resolve, timeoutMs);
       });
       await exited;
+    } catch (err) {
+      this.unwatch(watch);
+      throw err;
     } finally {
       clearTimeout(timer);
-      this.pidWatches.splice(this.pidWatches.indexOf(watch), 1);
+      watch.onFork = undefined;
     }
     return watch;
+  }
+
+  private unwatch(watch: PidWatch): void {
+    const at = this.pidWatches.indexOf(watch);
+    if (at >= 0) this.pidWatches.splice(at, 1);
   }
 
   /** Resolves with the ACK's err, or undefined after `timeoutMs`. */
