@@ -7,7 +7,7 @@ import path from 'node:path';
 import { bundledLibfusePath, loadFuseNative } from '../../src/fs/fuseLoader';
 import { REPO, run } from './helpers';
 
-const REGISTER_TS = path.join(__dirname, 'fixtures/register-ts.cjs');
+const REGISTER_TS = path.join(__dirname, '../fixtures/register-ts.cjs');
 
 async function systemHasLibfuse2(): Promise<boolean> {
   const ldconfig = await run('ldconfig', ['-p']);

@@ -12,7 +12,7 @@ import type { Attribute, StoreOutcome } from '../../src/fs/attribute';
 import { readMountInfo } from '../../src/fs/mountInfo';
 
 export const REPO = path.resolve(__dirname, '../..');
-const REGISTER_TS = path.join(__dirname, 'fixtures/register-ts.cjs');
+const REGISTER_TS = path.join(__dirname, '../fixtures/register-ts.cjs');
 const MOUNT_CHILD = path.join(__dirname, 'fixtures/mountChild.ts');
 
 /** A fresh directory in os.tmpdir(). */

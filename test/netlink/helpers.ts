@@ -94,21 +94,11 @@ export function finished(child: ChildProcess, timeoutMs = 60_000): Promise<Ran> 
 }
 
 /**
- * JavaScript for `node -e` that lets the child require the .ts sources (transpiled on load by
- * TypeScript, as ts-jest does for the tests themselves), so child processes run the code under
- * test rather than a possibly stale dist/.
+ * JavaScript for `node -e` that lets the child require the .ts sources (test/fixtures/
+ * register-ts.cjs transpiles them on load, as ts-jest does for the tests themselves), so child
+ * processes run the code under test rather than a possibly stale dist/.
  */
-export const REQUIRE_TS = `
-const ts = require(${JSON.stringify(path.join(REPO, 'node_modules/typescript'))});
-require.extensions['.ts'] = (m, filename) => {
-  const source = require('node:fs').readFileSync(filename, 'utf8');
-  const { outputText } = ts.transpileModule(source, {
-    fileName: filename,
-    compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022, esModuleInterop: true },
-  });
-  m._compile(outputText, filename);
-};
-`;
+export const REQUIRE_TS = `require(${JSON.stringify(path.join(REPO, 'test/fixtures/register-ts.cjs'))});`;
 
 /** `node -e` arguments running `body` (JavaScript) after REQUIRE_TS, in the repo directory. */
 export function nodeEvalArgs(body: string): string[] {
