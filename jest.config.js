@@ -11,4 +11,6 @@ module.exports = {
   // a thread storm in one file does not become lost events in another.
   maxWorkers: 1,
   testTimeout: 60000,
+  // Workers run the TypeScript sources under test (src/native/workerThread.ts).
+  setupFiles: ['<rootDir>/test/support/tsWorker.ts'],
 };

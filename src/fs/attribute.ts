@@ -11,9 +11,26 @@ export interface Attribute {
   /**
    * Handle one write(2): `text` is the written bytes cut at the first NUL and at 4095 bytes,
    * decoded as latin1 (one char per byte). 'accepted' makes the write return the string's
-   * length, as the patch's `return strlen(buf)`; 'rejected' makes it fail with EINVAL.
+   * length, as the patch's `return strlen(buf)`; 'rejected' (the text is not acceptable) makes
+   * it fail with EINVAL; a StoreFailure (the text was fine, something else was not) makes it
+   * fail with that errno. `caller` is who wrote, when the FUSE layer knows it.
    */
-  store(text: string): StoreOutcome;
+  store(text: string, caller?: Caller): StoreOutcome;
 }
 
-export type StoreOutcome = 'accepted' | 'rejected';
+/** The process that made a request (the FUSE request header's pid, uid and gid). */
+export interface Caller {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
+/** A store that failed through no fault of the text: the write(2) fails with `errno`. */
+export interface StoreFailure {
+  errno: StoreErrno;
+}
+
+/** The errnos a store may fail with besides EINVAL (Node's codes, as in `os.constants.errno`). */
+export type StoreErrno = 'EACCES' | 'EPERM' | 'EMFILE' | 'ENOSPC' | 'ENOMEM' | 'ESHUTDOWN' | 'EIO';
+
+export type StoreOutcome = 'accepted' | 'rejected' | StoreFailure;

@@ -27,7 +27,7 @@ import { EventEmitter } from 'node:events';
 import { constants as fsConstants } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import type Fuse from 'fuse-native';
-import { isSyscallError, MNT_DETACH, umount2 } from '../native/libc';
+import { Errno, isSyscallError, MNT_DETACH, umount2 } from '../native/libc';
 import type { Attribute, StoreOutcome } from './attribute';
 import { FsMountError } from './errors';
 import { loadFuseNative, type LoadedFuseNative } from './fuseLoader';
@@ -415,7 +415,8 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
     }
     const open = this.handles.get(fh);
     if (open !== undefined) open.rendering = undefined;
-    return outcome === 'accepted' ? text.length : -E.EINVAL;
+    if (outcome === 'accepted') return text.length;
+    return outcome === 'rejected' ? -E.EINVAL : -Errno[outcome.errno];
   }
 
   private allocateHandle(): number {

@@ -2,7 +2,7 @@
  * The FUSE tree: a generic sysfs-like filesystem of show()/store() attributes on fuse-native.
  * Knows FUSE and nothing of netlink or the relay.
  */
-export type { Attribute, StoreOutcome } from './attribute';
+export type { Attribute, Caller, StoreErrno, StoreFailure, StoreOutcome } from './attribute';
 export {
   AttributeFs,
   FUSE_MAX_WRITE,

@@ -54,9 +54,16 @@ export const Errno = {
   ENOENT: 2,
   ESRCH: 3,
   EINTR: 4,
+  EIO: 5,
   EAGAIN: 11,
+  ENOMEM: 12,
+  EACCES: 13,
   EINVAL: 22,
+  EMFILE: 24,
+  ENOSPC: 28,
   ENOBUFS: 105,
+  /** Not in Node's os.constants.errno. */
+  ESHUTDOWN: 108,
   ECONNREFUSED: 111,
 } as const;
 

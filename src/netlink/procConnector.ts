@@ -20,8 +20,9 @@ import { spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { EFD_CLOEXEC, EFD_NONBLOCK, close as closeFd, eventfd, write } from '../native/libc';
+import { startWorker } from '../native/workerThread';
 import {
   PROC_CN_MCAST_IGNORE,
   PROC_CN_MCAST_LISTEN,
@@ -127,40 +128,11 @@ function probeKinds(mask: number): ProcEventKind[] {
   return (['sid', 'exec', 'exit'] as const).filter((k) => (mask & PROC_EVENT_BIT[k]) === 0);
 }
 
-/**
- * Worker entry: the compiled receiveWorker.js next to this file. Under ts-jest this file is the
- * .ts source and there is no .js beside it; Node cannot run .ts in a worker, so the worker runs a
- * small shim that compiles the .ts sources it requires with TypeScript's transpileModule (a dev
- * dependency, present wherever the .ts sources are run) and then requires the entry. Tests
- * thereby exercise the source under test, never a stale dist/.
- */
-const WORKER_ENTRY = path.join(__dirname, `receiveWorker${path.extname(__filename)}`);
-const TS_WORKER_SHIM = `
-'use strict';
-const { workerData } = require('node:worker_threads');
-const { readFileSync } = require('node:fs');
-const { createRequire } = require('node:module');
-const entryRequire = createRequire(workerData.entry);
-const ts = entryRequire('typescript');
-require.extensions['.ts'] = (module, filename) => {
-  const { outputText } = ts.transpileModule(readFileSync(filename, 'utf8'), {
-    fileName: filename,
-    compilerOptions: {
-      module: ts.ModuleKind.CommonJS,
-      target: ts.ScriptTarget.ES2022,
-      esModuleInterop: true,
-    },
-  });
-  module._compile(outputText, filename);
-};
-entryRequire(workerData.entry);
-`;
+/** The receive worker module beside this file (started by src/native/workerThread.ts). */
+const WORKER_ENTRY = path.join(__dirname, 'receiveWorker');
 
 function startReceiveWorker(data: ReceiveWorkerData): Worker {
-  if (WORKER_ENTRY.endsWith('.ts')) {
-    return new Worker(TS_WORKER_SHIM, { eval: true, workerData: { ...data, entry: WORKER_ENTRY } });
-  }
-  return new Worker(WORKER_ENTRY, { workerData: data });
+  return startWorker(WORKER_ENTRY, data);
 }
 
 function emptyReceived(): Record<ProcEventKind, number> {

@@ -179,8 +179,8 @@ function isReceiveWorkerData(data: unknown): data is ReceiveWorkerData {
   );
 }
 
-// Run only as the worker's entry point (compiled .js, or the .ts source through the shim in
-// procConnector.ts), never when the main thread imports this module for its types.
+// Run only as the worker's entry point (compiled .js, or under jest the .ts source through
+// test/support/tsWorker.ts), never when the main thread imports this module for its types.
 if (parentPort !== null && isReceiveWorkerData(workerData)) {
   runReceiveLoop(workerData, parentPort);
 }

@@ -1,6 +1,6 @@
 /**
  * The compiled package: from dist/, the receive worker is the receiveWorker.js beside
- * procConnector.js (the other tests run the .ts sources, whose worker goes through a shim).
+ * procConnector.js (the other tests run the .ts sources, whose worker test/support/tsWorker.ts starts).
  * `npm test` builds before jest; run `npm run build` first when running jest alone.
  */
 import { stat } from 'node:fs/promises';
