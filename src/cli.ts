@@ -6,7 +6,8 @@
  *   relayfork install-service   write the systemd unit (src/systemd/installService.ts)
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { LOG_LEVELS, type LogLevel } from './log';
+import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './log';
+import { ignoreSignal, SIGUSR1 } from './native/libc';
 import { DEFAULT_RECEIVE_BUFFER_BYTES } from './netlink/procConnector';
 import { DEFAULT_SERVICE_SIGNAL, DEFAULT_UNIT_DIR } from './systemd/installService';
 
@@ -41,6 +42,12 @@ export function buildProgram(): Command {
     .addOption(
       new Option('--log-level <level>', 'log verbosity').choices(LOG_LEVELS).default('info'),
     )
+    .addOption(
+      new Option(
+        '--log-format <format>',
+        'text (with timestamps) or journal (sd-daemon priority prefixes); default: journal when stderr is the systemd journal',
+      ).choices(LOG_FORMATS),
+    )
     .option(
       '--receive-buffer <bytes>',
       `proc connector socket receive buffer (default ${DEFAULT_RECEIVE_BUFFER_BYTES})`,
@@ -54,6 +61,7 @@ export function buildProgram(): Command {
         strict: opts.strict,
         processesOnly: opts.processesOnly,
         logLevel: opts.logLevel,
+        logFormat: opts.logFormat,
         receiveBufferBytes: opts.receiveBuffer,
       });
     });
@@ -109,10 +117,14 @@ interface DaemonCliOptions {
   strict: boolean;
   processesOnly: boolean;
   logLevel: LogLevel;
+  logFormat?: LogFormat;
   receiveBuffer?: number;
 }
 
 if (require.main === module) {
+  // Before anything else, for every subcommand (all run as root): SIGUSR1 would open Node's
+  // inspector to any local user (see closeInspectorSignal in daemon.ts).
+  ignoreSignal(SIGUSR1);
   buildProgram()
     .parseAsync(process.argv)
     .catch((err: unknown) => {

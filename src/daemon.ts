@@ -11,8 +11,15 @@
  *   4. "ready" (log line and sd_notify READY=1).
  */
 import { AttributeFs } from './fs';
-import { createLogger, type LogLevel, type Logger } from './log';
-import { ProcConnector, describeProcConnectorError } from './netlink';
+import { createLogger, type LogFormat, type LogLevel, type Logger } from './log';
+import {
+  getResourceLimit,
+  ignoreSignal,
+  RLIMIT_NOFILE,
+  setResourceLimit,
+  SIGUSR1,
+} from './native/libc';
+import { DEFAULT_RECEIVE_BUFFER_BYTES, ProcConnector, describeProcConnectorError } from './netlink';
 import { createPatchAttributes } from './relay/attributes';
 import { Relay } from './relay/relay';
 import { checkPidfdThreadSupport } from './relay/registry';
@@ -24,19 +31,44 @@ export interface DaemonOptions {
   strict: boolean;
   processesOnly: boolean;
   logLevel: LogLevel;
+  /** 'journal' (sd-daemon priority prefixes) or 'text'; chosen from $JOURNAL_STREAM if unset. */
+  logFormat?: LogFormat;
   /** The proc connector socket's receive buffer; the library's default when undefined. */
   receiveBufferBytes?: number;
 }
 
 /** glibc's SIGSETXID: reserved, neither blockable nor catchable by a glibc program. */
 const GLIBC_RESERVED_SIGNAL = 33;
+/** File descriptors the daemon needs besides the registrants' pidfds (stdio, sockets, workers). */
+const RESERVED_FDS = 64;
 /** How often STATUS= is refreshed for `systemctl status`. */
 const STATUS_INTERVAL_MS = 5000;
 
+/** Start-up was ended by SIGINT/SIGTERM: not a failure, the user asked for it. */
+class StartCancelled extends Error {
+  constructor() {
+    super('start-up cancelled by a signal');
+  }
+}
+
+/**
+ * Node starts its inspector on SIGUSR1 (listening on 127.0.0.1:9229), and whoever reaches that
+ * port evaluates code in the process: in a root daemon, any local user would become root. The
+ * signal is ignored process-wide (SIG_IGN through libc: Node 20 has no --disable-sigusr1, and a
+ * JS listener does not stop the inspector).
+ */
+export function closeInspectorSignal(): void {
+  ignoreSignal(SIGUSR1);
+}
+
 /** Runs the daemon until SIGINT/SIGTERM; resolves to the process exit code. */
 export async function runDaemon(options: DaemonOptions): Promise<number> {
-  const log = createLogger(options.logLevel);
+  closeInspectorSignal();
+  const log = createLogger(options.logLevel, options.logFormat);
   const notifier = SystemdNotifier.fromEnvironment();
+  if (notifier.disabledReason !== undefined) {
+    log.debug(`sd_notify is off: ${notifier.disabledReason}`);
+  }
 
   if (process.geteuid?.() !== 0) {
     log.error(
@@ -49,6 +81,10 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   try {
     await daemon.start();
   } catch (err) {
+    if (err instanceof StartCancelled) {
+      await daemon.shutdown();
+      return 0;
+    }
     const line = describeStartError(err);
     log.error(line);
     // systemd keeps the last STATUS= of a failed unit: `systemctl status relayfork` shows why.
@@ -71,6 +107,8 @@ class Daemon {
   private mounted = false;
   private statusTimer: NodeJS.Timeout | undefined;
   private stopping: Promise<void> | undefined;
+  /** The process signal listeners this daemon added (and removes again; nobody else's). */
+  private readonly signalListeners: Array<[NodeJS.Signals, (signal: NodeJS.Signals) => void]> = [];
   private resolveStopped: ((code: number) => void) | undefined;
   private readonly stopped: Promise<number>;
 
@@ -90,6 +128,7 @@ class Daemon {
       );
     }
     this.installSignalHandlers();
+    this.raiseOpenFileLimit();
 
     checkPidfdThreadSupport();
     const relay = new Relay({
@@ -116,18 +155,26 @@ class Daemon {
     connector.on('error', (err) => log.error(describeProcConnectorError(err)));
     try {
       await connector.open();
+      this.throwIfStopping();
       await connector.selfTest();
     } catch (err) {
+      this.throwIfStopping();
       // A raw syscall error becomes the connector's one line with the cause and the fix.
       throw new Error(describeProcConnectorError(err), { cause: err });
     }
+    this.throwIfStopping();
     log.info(
       `subscribed to the proc connector (fork and exit events, ${connector.subscription} subscription); self-test passed`,
     );
+    this.checkReceiveBuffer(connector);
 
     const tree = new AttributeFs(
       options.mountpoint,
-      createPatchAttributes(relay, { strict: options.strict, logger: log }),
+      createPatchAttributes(relay, {
+        strict: options.strict,
+        logger: log,
+        isShuttingDown: () => this.stopping !== undefined,
+      }),
     );
     this.tree = tree;
     tree.on('notice', (notice) =>
@@ -137,6 +184,7 @@ class Daemon {
     );
     await tree.mount();
     this.mounted = true;
+    this.throwIfStopping();
     log.info(`mounted ${options.mountpoint} (processes, signal ${relay.signal})`);
 
     log.info(
@@ -161,14 +209,60 @@ class Daemon {
     return `${relay.registry.size} registrants, signal ${relay.signal}; ${c.forksSeen} forks seen, ${c.signalsSent} signals sent, ${c.signalsLost} lost to full queues, ${lost} events lost`;
   }
 
+  /** A SIGINT/SIGTERM during start-up ends it at the next step: nothing starts afterwards. */
+  private throwIfStopping(): void {
+    if (this.stopping !== undefined) throw new StartCancelled();
+  }
+
   private installSignalHandlers(): void {
     // A signal handler only starts shutdown; shutdown itself runs on the event loop.
-    const onSignal = (name: NodeJS.Signals): void => {
+    const onStop = (name: NodeJS.Signals): void => {
       this.log.info(`${name} received: shutting down`);
       void this.shutdown().then(() => this.resolveStopped?.(0));
     };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
+    // SIGHUP's default action would end the daemon (a closed terminal, a stray `kill -HUP`) and
+    // leave its mount stale. There is no configuration to reload and the log is stderr, which
+    // the daemon does not own: noted, nothing else.
+    const onHangUp = (): void => {
+      this.log.info('SIGHUP received: ignored (relayfork has nothing to reload)');
+    };
+    this.signalListeners.push(['SIGINT', onStop], ['SIGTERM', onStop], ['SIGHUP', onHangUp]);
+    for (const [name, listener] of this.signalListeners) process.on(name, listener);
+  }
+
+  /**
+   * Every registrant holds a pidfd, so the open-file limit caps the registrants: raise the soft
+   * limit to the hard one (Node usually has already) and say what that allows.
+   */
+  private raiseOpenFileLimit(): void {
+    try {
+      const limit = getResourceLimit(RLIMIT_NOFILE);
+      if (limit.soft < limit.hard) {
+        setResourceLimit(RLIMIT_NOFILE, { soft: limit.hard, hard: limit.hard });
+      }
+      this.log.info(
+        `open-file limit ${limit.hard}: room for about ${Math.max(0, limit.hard - RESERVED_FDS)} registrants (raise LimitNOFILE= for more)`,
+      );
+    } catch (err) {
+      this.log.warn(
+        `could not raise the open-file limit: ${err instanceof Error ? err.message : String(err)}`,
+      );
+    }
+  }
+
+  /**
+   * Without CAP_NET_ADMIN, SO_RCVBUFFORCE is refused and net.core.rmem_max caps the receive
+   * buffer: a burst the full buffer would have held is lost instead. Say what was obtained.
+   */
+  private checkReceiveBuffer(connector: ProcConnector): void {
+    const requested = this.options.receiveBufferBytes ?? DEFAULT_RECEIVE_BUFFER_BYTES;
+    // The kernel reports twice what it was given (socket(7)).
+    const obtained = Math.floor(connector.receiveBufferBytes / 2);
+    if (obtained < requested) {
+      this.log.warn(
+        `the proc connector receive buffer is ${obtained} bytes, not the ${requested} asked for: net.core.rmem_max capped it (no CAP_NET_ADMIN); bursts beyond it lose forks`,
+      );
+    }
   }
 
   untilStopped(): Promise<number> {
@@ -199,8 +293,7 @@ class Daemon {
         );
       }
     }
-    process.removeAllListeners('SIGINT');
-    process.removeAllListeners('SIGTERM');
+    for (const [name, listener] of this.signalListeners.splice(0)) process.off(name, listener);
     if (this.mounted) this.log.info(`unmounted ${this.options.mountpoint}`);
   }
 }

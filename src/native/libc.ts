@@ -97,6 +97,10 @@ const c = {
   umount2: libc.func('int umount2(const char *target, int flags)'),
   unshare: libc.func('int unshare(int flags)'),
   gettid: libc.func('int gettid()'),
+  // sighandler_t signal(int, sighandler_t): the handler is a pointer; only SIG_DFL (0) and
+  // SIG_IGN (1) are ever passed, so it travels as a pointer-sized integer.
+  signal: libc.func('intptr_t signal(int signum, intptr_t handler)'),
+  prlimit: libc.func('int prlimit(int pid, int resource, void *newLimit, void *oldLimit)'),
 };
 
 function check(syscall: string, ret: number | bigint, path?: string): number {
@@ -245,6 +249,65 @@ export function pidfdSendSignal(pidfd: number, sig: number, info: Buffer | null)
 
 export function gettid(): number {
   return c.gettid();
+}
+
+/** SIG_IGN ((sighandler_t) 1, include/uapi/asm-generic/signal-defs.h). */
+const SIG_IGN = 1;
+/** SIG_ERR ((sighandler_t) -1). */
+const SIG_ERR = -1;
+export const SIGUSR1 = 10;
+
+/**
+ * Make the process ignore `signo` (signal(2) with SIG_IGN). Process-wide: every thread, and
+ * whatever handler Node installed before (its inspector's SIGUSR1 handler among them) is gone.
+ * An ignored signal stays ignored across execve(2) in children.
+ */
+export function ignoreSignal(signo: number): void {
+  const previous = Number(c.signal(signo, SIG_IGN));
+  if (previous === SIG_ERR) throw syscallError('signal', koffi.errno());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resource limits
+
+/** RLIMIT_NOFILE (include/uapi/asm-generic/resource.h). */
+export const RLIMIT_NOFILE = 7;
+/** struct rlimit { __kernel_ulong_t rlim_cur, rlim_max; } (include/uapi/linux/resource.h). */
+const RLIMIT_SIZE = 16;
+const RLIMIT_CUR = 0;
+const RLIMIT_MAX = 8;
+/** RLIM_INFINITY, read as a number (2^64 - 1 does not fit a double exactly; Infinity does). */
+const RLIM_INFINITY = 0xffffffffffffffffn;
+
+export interface ResourceLimit {
+  soft: number;
+  hard: number;
+}
+
+function decodeLimit(value: bigint): number {
+  return value === RLIM_INFINITY ? Number.POSITIVE_INFINITY : Number(value);
+}
+
+function encodeLimit(value: number): bigint {
+  return value === Number.POSITIVE_INFINITY ? RLIM_INFINITY : BigInt(value);
+}
+
+/** prlimit(2) on this process: read a limit. */
+export function getResourceLimit(resource: number): ResourceLimit {
+  const old = Buffer.alloc(RLIMIT_SIZE);
+  check('prlimit', c.prlimit(0, resource, null, old));
+  return {
+    soft: decodeLimit(old.readBigUInt64LE(RLIMIT_CUR)),
+    hard: decodeLimit(old.readBigUInt64LE(RLIMIT_MAX)),
+  };
+}
+
+/** prlimit(2) on this process: set a limit (raising the hard one needs CAP_SYS_RESOURCE). */
+export function setResourceLimit(resource: number, limit: ResourceLimit): void {
+  const next = Buffer.alloc(RLIMIT_SIZE);
+  next.writeBigUInt64LE(encodeLimit(limit.soft), RLIMIT_CUR);
+  next.writeBigUInt64LE(encodeLimit(limit.hard), RLIMIT_MAX);
+  check('prlimit', c.prlimit(0, resource, next, null));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,7 +3,8 @@
  * (rfd_proclist_store/show, rfd_signal_store/show of the 2005 patch, kernel/relay_fork.c).
  * The FUSE tree (src/fs) owns the sysfs mechanics; these own only the rules.
  */
-import type { Attribute, StoreOutcome } from '../fs/attribute';
+import fs from 'node:fs';
+import type { Attribute, Caller, StoreOutcome } from '../fs/attribute';
 import type { Logger } from '../log';
 import {
   isAcceptedSignal,
@@ -27,6 +28,11 @@ export interface PatchAttributeOptions {
   strict?: boolean;
   /** Registrations, unregistrations (with the command name) and signal changes, at info. */
   logger?: Logger;
+  /**
+   * True once the daemon is shutting down: writes then fail with ESHUTDOWN, the write's true
+   * cause, rather than with whatever the half-closed registry would make of them.
+   */
+  isShuttingDown?: () => boolean;
 }
 
 /** A type alias, not an interface, so it is assignable to `Record<string, Attribute>`. */
@@ -41,6 +47,7 @@ export function createPatchAttributes(
 ): PatchAttributes {
   const strict = options.strict ?? false;
   const logger = options.logger;
+  const isShuttingDown = options.isShuttingDown ?? (() => false);
   const ignored: StoreOutcome = strict ? 'rejected' : 'accepted';
 
   const processes: Attribute = {
@@ -49,30 +56,33 @@ export function createPatchAttributes(
       relay.registry.pruneExited();
       return renderProcessList(relay.registry.ids());
     },
-    store(text: string): StoreOutcome {
+    store(text: string, caller?: Caller): StoreOutcome {
+      if (isShuttingDown()) return { errno: 'ESHUTDOWN' };
       const id = parsePatchNumber(text);
       if (id === 0) return ignored;
+      const by = caller === undefined ? '' : ` by ${describeTask(caller.pid)}, uid ${caller.uid}`;
       if (isUnregisterRequest(text)) {
         const registrant = relay.registry.get(id);
         if (relay.registry.unregister(id) === 'not-registered') return ignored;
-        logger?.info(`pid ${id} (${registrant?.comm ?? ''}) unregistered`);
+        logger?.info(`pid ${id} (${registrant?.comm ?? ''}) unregistered${by}`);
         return 'accepted';
+      }
+      // The daemon's own process and threads: a signal the daemon sent itself would kill it (an
+      // RT signal's default action) and leave a stale mount. The patch never met the case (the
+      // kernel sent the signals); to the writer it is like a task that cannot be registered.
+      if (isDaemonTask(id)) {
+        logger?.warn(`pid ${id} is relayfork itself: not registered${by}`);
+        return ignored;
       }
       let outcome: RegisterOutcome;
       try {
         outcome = relay.registry.register(id);
       } catch (err) {
-        // Resource exhaustion (EMFILE, ENOMEM from pidfd_open): the patch's kmalloc failure
-        // returned -ENOMEM; the write fails and the daemon keeps running.
-        logger?.error(
-          `registering pid ${id} failed: ${err instanceof Error ? err.message : String(err)}` +
-            ' (raise the daemon\'s open-file limit, "ulimit -n", if it says EMFILE)',
-        );
-        return 'rejected';
+        return registrationFailed(id, err);
       }
       switch (outcome) {
         case 'registered':
-          logger?.info(`pid ${id} (${relay.registry.get(id)?.comm ?? ''}) registered`);
+          logger?.info(`pid ${id} (${relay.registry.get(id)?.comm ?? ''}) registered${by}`);
           return 'accepted';
         case 'already':
           return 'accepted';
@@ -82,11 +92,37 @@ export function createPatchAttributes(
     },
   };
 
+  /**
+   * Resource exhaustion from pidfd_open is not the writer's fault, so it is not EINVAL: the
+   * write fails with the errno itself (the patch's kmalloc failure returned -ENOMEM likewise)
+   * and the daemon keeps running; the log says what to raise.
+   */
+  function registrationFailed(id: number, err: unknown): StoreOutcome {
+    if (isShuttingDown() || (err instanceof Error && /registry is closed/.test(err.message))) {
+      return { errno: 'ESHUTDOWN' };
+    }
+    const code = (err as { code?: unknown } | null)?.code;
+    const reason = err instanceof Error ? err.message : String(err);
+    if (code === 'EMFILE' || code === 'ENFILE') {
+      logger?.error(
+        `registering pid ${id} failed: ${reason}: the daemon holds one pidfd per registrant and has reached its open-file limit; raise it (LimitNOFILE= in the unit, or ulimit -n)`,
+      );
+      return { errno: 'EMFILE' };
+    }
+    if (code === 'ENOMEM') {
+      logger?.error(`registering pid ${id} failed: ${reason}: the kernel is out of memory`);
+      return { errno: 'ENOMEM' };
+    }
+    logger?.error(`registering pid ${id} failed: ${reason}`);
+    return { errno: 'EIO' };
+  }
+
   const signal: Attribute = {
     show(): string {
       return renderSignal(relay.signal);
     },
     store(text: string): StoreOutcome {
+      if (isShuttingDown()) return { errno: 'ESHUTDOWN' };
       const n = parsePatchNumber(text);
       if (!isAcceptedSignal(n)) return ignored;
       const previous = relay.signal;
@@ -97,4 +133,20 @@ export function createPatchAttributes(
   };
 
   return { processes, signal };
+}
+
+/** True when `id` is a thread of this very process (its main thread included). */
+function isDaemonTask(id: number): boolean {
+  return id === process.pid || fs.existsSync(`/proc/self/task/${id}`);
+}
+
+/** "pid 311 (bash)" for a log line; the comm is escaped by the logger. */
+function describeTask(pid: number): string {
+  let comm = '';
+  try {
+    comm = fs.readFileSync(`/proc/${pid}/comm`, 'latin1').replace(/\n$/, '');
+  } catch {
+    // Gone already: the pid alone.
+  }
+  return `pid ${pid} (${comm})`;
 }

@@ -163,3 +163,13 @@ describe('refuses to start with one clear line', () => {
     expect(isMounted(mp)).toBe(false);
   });
 });
+
+test('--log-format journal: every line carries its sd-daemon priority, no timestamp', async () => {
+  const d = await startDaemon(tmp.join('journal'), ['--signal', '40', '--log-format', 'journal']);
+  await d.waitForLine(/^<6>ready: /, 'stderr');
+  const { code } = await d.stop('SIGTERM');
+  expect(code).toBe(0);
+  expect(d.stderr.filter((l) => l !== '')).toEqual(
+    d.stderr.filter((l) => l !== '').map((l) => expect.stringMatching(/^<[3467]>[^<\d]/)),
+  );
+});

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import { Writable } from 'node:stream';
 import winston from 'winston';
 import { createPatchAttributes, type PatchAttributes } from '../../src/relay/attributes';
+import { syscallError } from '../../src/native/libc';
 import { Relay } from '../../src/relay/relay';
 import {
   compileConsumer,
@@ -422,7 +423,7 @@ describe('logging', () => {
     }
   });
 
-  test('a registration the registry cannot make fails the write and logs, never throws', async () => {
+  test('a registration the registry cannot make fails with its errno and logs, never throws', async () => {
     const errors: string[] = [];
     const logger = winston.createLogger({
       transports: [
@@ -436,15 +437,88 @@ describe('logging', () => {
         }),
       ],
     });
-    const closed = new Relay({ signal: TEST_SIGNAL });
-    closed.close();
-    const { processes } = createPatchAttributes(closed, { logger });
+    const { processes } = createPatchAttributes(relay, { logger });
+    // The kernel's answers when the daemon is out of descriptors or memory (the real EMFILE is
+    // provoked through the daemon in test/daemon/hardening.test.ts).
+    const failWith = (errno: number): void => {
+      relay.registry.register = () => {
+        throw syscallError('pidfd_open', errno);
+      };
+    };
     try {
-      expect(processes.store(`${first.pid}\n`)).toBe('rejected');
-      await waitFor(() => errors.length >= 1, 2000, 'the error line');
-      expect(errors[0]).toContain(`registering pid ${first.pid} failed`);
+      failWith(24);
+      expect(processes.store(`${first.pid}\n`)).toEqual({ errno: 'EMFILE' });
+      failWith(12);
+      expect(processes.store(`${first.pid}\n`)).toEqual({ errno: 'ENOMEM' });
+      failWith(1);
+      expect(processes.store(`${first.pid}\n`)).toEqual({ errno: 'EIO' });
+      await waitFor(() => errors.length >= 3, 2000, 'the error lines');
+      expect(errors[0]).toMatch(
+        new RegExp(`registering pid ${first.pid} failed: .*EMFILE.*LimitNOFILE`),
+      );
+      expect(relay.registry.size).toBe(0);
     } finally {
       logger.close();
     }
+  });
+
+  test('once the daemon shuts down, writes to either file fail with ESHUTDOWN', () => {
+    let shuttingDown = false;
+    const { processes, signal } = createPatchAttributes(relay, {
+      isShuttingDown: () => shuttingDown,
+    });
+    expect(processes.store(`${first.pid}\n`)).toBe('accepted');
+    shuttingDown = true;
+    expect(processes.store(`${second.pid}\n`)).toEqual({ errno: 'ESHUTDOWN' });
+    expect(processes.store(`-${first.pid}\n`)).toEqual({ errno: 'ESHUTDOWN' });
+    expect(signal.store('41\n')).toEqual({ errno: 'ESHUTDOWN' });
+    expect(relay.registry.ids()).toEqual([first.pid]);
+    expect(relay.signal).toBe(TEST_SIGNAL);
+    // A registry already closed (the relay went first) answers the same.
+    const closed = new Relay({ signal: TEST_SIGNAL });
+    closed.close();
+    expect(createPatchAttributes(closed).processes.store(`${first.pid}\n`)).toEqual({
+      errno: 'ESHUTDOWN',
+    });
+  });
+
+  test('with the caller known, the log line names who wrote', async () => {
+    const lines: string[] = [];
+    const logger = winston.createLogger({
+      format: winston.format.printf(({ message }) => String(message)),
+      transports: [
+        new winston.transports.Stream({
+          stream: new Writable({
+            write(chunk: Buffer | string, _encoding, done) {
+              lines.push(String(chunk).trimEnd());
+              done();
+            },
+          }),
+        }),
+      ],
+    });
+    const { processes } = createPatchAttributes(relay, { logger });
+    const caller = { pid: second.pid, uid: 0, gid: 0 };
+    try {
+      processes.store(`${first.pid}\n`, caller);
+      processes.store(`-${first.pid}\n`, caller);
+      await waitFor(() => lines.length >= 2, 2000, 'log lines');
+      expect(lines).toEqual([
+        `pid ${first.pid} (rt_consumer) registered by pid ${second.pid} (rt_consumer), uid 0`,
+        `pid ${first.pid} (rt_consumer) unregistered by pid ${second.pid} (rt_consumer), uid 0`,
+      ]);
+    } finally {
+      logger.close();
+    }
+  });
+
+  test('the daemon itself is never registered: its pid and its threads are refused', () => {
+    const { processes } = createPatchAttributes(relay);
+    const strictProcesses = createPatchAttributes(relay, { strict: true }).processes;
+    for (const tid of fs.readdirSync('/proc/self/task').map(Number)) {
+      expect(processes.store(`${tid}\n`)).toBe('accepted');
+      expect(strictProcesses.store(`${tid}\n`)).toBe('rejected');
+    }
+    expect(relay.registry.size).toBe(0);
   });
 });
