@@ -9,6 +9,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './log';
 import { ignoreSignal, SIGUSR1 } from './native/libc';
 import { DEFAULT_RECEIVE_BUFFER_BYTES } from './netlink/procConnector';
+import { DEFAULT_STATE_FILE } from './relay/stateFile';
 import { DEFAULT_SERVICE_SIGNAL, DEFAULT_UNIT_DIR } from './systemd/installService';
 
 function integerOption(min: number, max: number, what: string) {
@@ -53,6 +54,12 @@ export function buildProgram(): Command {
       `proc connector socket receive buffer (default ${DEFAULT_RECEIVE_BUFFER_BYTES})`,
       integerOption(65536, 2 ** 30, '--receive-buffer'),
     )
+    .option(
+      '--state <file>',
+      'where registrations and the signal are kept across restarts',
+      DEFAULT_STATE_FILE,
+    )
+    .option('--no-state', 'keep no state: a restart starts with no registrants')
     .action(async (opts: DaemonCliOptions) => {
       const { runDaemon } = await import('./daemon');
       process.exitCode = await runDaemon({
@@ -63,6 +70,7 @@ export function buildProgram(): Command {
         logLevel: opts.logLevel,
         logFormat: opts.logFormat,
         receiveBufferBytes: opts.receiveBuffer,
+        stateFile: opts.state,
       });
     });
 
@@ -119,6 +127,7 @@ interface DaemonCliOptions {
   logLevel: LogLevel;
   logFormat?: LogFormat;
   receiveBuffer?: number;
+  state: string | false;
 }
 
 if (require.main === module) {

@@ -23,6 +23,7 @@ import { DEFAULT_RECEIVE_BUFFER_BYTES, ProcConnector, describeProcConnectorError
 import { createPatchAttributes } from './relay/attributes';
 import { Relay } from './relay/relay';
 import { checkPidfdThreadSupport } from './relay/registry';
+import { StateFile, StatePersister, restoreRegistrations } from './relay/stateFile';
 import { SystemdNotifier } from './systemd/notify';
 
 export interface DaemonOptions {
@@ -33,6 +34,8 @@ export interface DaemonOptions {
   logLevel: LogLevel;
   /** 'journal' (sd-daemon priority prefixes) or 'text'; chosen from $JOURNAL_STREAM if unset. */
   logFormat?: LogFormat;
+  /** Where registrations and the signal are kept across restarts; false: nowhere. */
+  stateFile: string | false;
   /** The proc connector socket's receive buffer; the library's default when undefined. */
   receiveBufferBytes?: number;
 }
@@ -104,6 +107,7 @@ class Daemon {
   private connector: ProcConnector | undefined;
   private relay: Relay | undefined;
   private tree: AttributeFs | undefined;
+  private persister: StatePersister | undefined;
   private mounted = false;
   private statusTimer: NodeJS.Timeout | undefined;
   private stopping: Promise<void> | undefined;
@@ -167,6 +171,7 @@ class Daemon {
       `subscribed to the proc connector (fork and exit events, ${connector.subscription} subscription); self-test passed`,
     );
     this.checkReceiveBuffer(connector);
+    this.restoreState(relay);
 
     const tree = new AttributeFs(
       options.mountpoint,
@@ -174,6 +179,7 @@ class Daemon {
         strict: options.strict,
         logger: log,
         isShuttingDown: () => this.stopping !== undefined,
+        onSignalChanged: () => this.persister?.signalChanged(),
       }),
     );
     this.tree = tree;
@@ -207,6 +213,45 @@ class Daemon {
     const c = relay.counters;
     const lost = connector.counters.dropped;
     return `${relay.registry.size} registrants, signal ${relay.signal}; ${c.forksSeen} forks seen, ${c.signalsSent} signals sent, ${c.signalsLost} lost to full queues, ${lost} events lost`;
+  }
+
+  /**
+   * Registrations of the daemon that ran before (an upgrade, a crash, `systemctl restart`): each
+   * id comes back only if it still names the same task. A state file that cannot be used is
+   * logged and ignored; from here on every change is saved.
+   */
+  private restoreState(relay: Relay): void {
+    const { options, log } = this;
+    if (options.stateFile === false) return;
+    const file = new StateFile(options.stateFile);
+    const loaded = file.load();
+    if (loaded.kind === 'unusable') {
+      log.warn(
+        `ignoring the state file ${file.path}: ${loaded.reason}; starting with no registrants`,
+      );
+    } else if (loaded.kind === 'loaded') {
+      const report = restoreRegistrations(relay.registry, loaded.state, (n) => relay.setSignal(n));
+      const dropped = report.dropped.map(({ id, reason }) => `${id} (${reason})`).join(', ');
+      log.info(
+        `restored from ${file.path}: ${report.restored.length} registrants` +
+          (report.restored.length > 0 ? ` (${report.restored.join(' ')})` : '') +
+          (report.signalRestored
+            ? `, signal ${relay.signal}`
+            : ', not the signal (saved before a reboot)') +
+          (dropped !== '' ? `; dropped ${dropped}` : ''),
+      );
+    }
+    const persister = new StatePersister(
+      relay.registry,
+      file,
+      () => relay.signal,
+      (err) =>
+        log.error(
+          `could not save the state file ${file.path}: ${err instanceof Error ? err.message : String(err)}; registrations will not survive a restart`,
+        ),
+    );
+    persister.attach();
+    this.persister = persister;
   }
 
   /** A SIGINT/SIGTERM during start-up ends it at the next step: nothing starts afterwards. */
@@ -280,6 +325,7 @@ class Daemon {
     if (this.statusTimer) clearInterval(this.statusTimer);
     const steps: Array<[string, () => Promise<void> | void]> = [
       ['unmount', () => this.tree?.close()],
+      ['stop saving the state', () => this.persister?.detach()],
       ['close the relay', () => this.relay?.close()],
       ['unsubscribe', () => this.connector?.close()],
       ['close the notifier', () => this.notifier.close()],

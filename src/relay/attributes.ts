@@ -33,6 +33,8 @@ export interface PatchAttributeOptions {
    * cause, rather than with whatever the half-closed registry would make of them.
    */
   isShuttingDown?: () => boolean;
+  /** Called after the signal in effect changed (the daemon saves its state). */
+  onSignalChanged?: (signal: number) => void;
 }
 
 /** A type alias, not an interface, so it is assignable to `Record<string, Attribute>`. */
@@ -127,7 +129,10 @@ export function createPatchAttributes(
       if (!isAcceptedSignal(n)) return ignored;
       const previous = relay.signal;
       relay.setSignal(n);
-      if (n !== previous) logger?.info(`signal changed from ${previous} to ${n}`);
+      if (n !== previous) {
+        logger?.info(`signal changed from ${previous} to ${n}`);
+        options.onSignalChanged?.(n);
+      }
       return 'accepted';
     },
   };

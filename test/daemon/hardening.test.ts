@@ -205,7 +205,14 @@ test('SIGTERM during start-up ends it there: nothing is mounted afterwards, exit
   // Delays that land in the subscription, the self-test and the mount on this machine kind.
   for (const delayMs of [0, 100, 250, 400, 600]) {
     const mp = tmp.join(`early-${delayMs}`);
-    const child = spawnChild(process.execPath, [CLI, '--mountpoint', mp, '--signal', '40']);
+    const child = spawnChild(process.execPath, [
+      CLI,
+      '--mountpoint',
+      mp,
+      '--no-state',
+      '--signal',
+      '40',
+    ]);
     await waitFor('the daemon to start', () => child.stderr.length > 0 || !child.running, 20000);
     await new Promise((r) => setTimeout(r, delayMs));
     child.proc.kill('SIGTERM');

@@ -184,7 +184,19 @@ export class Daemon extends Child {
     extraArgs: string[] = [],
     prefix: string[] = [],
   ) {
-    const argv = [...prefix, process.execPath, CLI, '--mountpoint', mountpoint, ...extraArgs];
+    // Each test daemon keeps its own state file: the default, /run/relayfork.state, is shared.
+    const state = extraArgs.some((a) => a === '--state' || a === '--no-state')
+      ? []
+      : ['--state', `${mountpoint}.state`];
+    const argv = [
+      ...prefix,
+      process.execPath,
+      CLI,
+      '--mountpoint',
+      mountpoint,
+      ...state,
+      ...extraArgs,
+    ];
     super(spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] }));
   }
 

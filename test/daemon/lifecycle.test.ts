@@ -169,7 +169,7 @@ test('--log-format journal: every line carries its sd-daemon priority, no timest
   await d.waitForLine(/^<6>ready: /, 'stderr');
   const { code } = await d.stop('SIGTERM');
   expect(code).toBe(0);
-  expect(d.stderr.filter((l) => l !== '')).toEqual(
-    d.stderr.filter((l) => l !== '').map((l) => expect.stringMatching(/^<[3467]>[^<\d]/)),
-  );
+  const lines = d.stderr.filter((l) => l !== '');
+  expect(lines.length).toBeGreaterThan(2);
+  for (const line of lines) expect(line).toMatch(/^<[3467]>[^<\d]/);
 });

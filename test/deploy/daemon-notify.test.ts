@@ -40,11 +40,15 @@ test('READY=1 after the mount, readable STATUS=, WATCHDOG=1 pings, STOPPING=1 on
 
   // WatchdogSec=2s: systemd would kill a service silent for 2 s; it should ping every second.
   const watchdogMs = 2000;
-  daemon = spawnChild(process.execPath, [CLI, '--mountpoint', mountpoint(), '--signal', '40'], {
-    ...process.env,
-    NOTIFY_SOCKET: listener.address,
-    WATCHDOG_USEC: String(watchdogMs * 1000),
-  });
+  daemon = spawnChild(
+    process.execPath,
+    [CLI, '--mountpoint', mountpoint(), '--no-state', '--signal', '40'],
+    {
+      ...process.env,
+      NOTIFY_SOCKET: listener.address,
+      WATCHDOG_USEC: String(watchdogMs * 1000),
+    },
+  );
   const [ready] = await listener.waitFor('READY', 30000);
   expect(mountedAtReady).toEqual([true]);
   expect(daemon.stderr.some((line) => /ready/.test(line))).toBe(true);
@@ -98,7 +102,7 @@ test('with systemd gone (nobody on NOTIFY_SOCKET) the daemon still runs and stop
   const gone = tmp.join('gone.sock');
   const run = spawnChild(
     process.execPath,
-    [CLI, '--mountpoint', tmp.join('gone'), '--signal', '40'],
+    [CLI, '--mountpoint', tmp.join('gone'), '--no-state', '--signal', '40'],
     { ...process.env, NOTIFY_SOCKET: gone, WATCHDOG_USEC: '200000' },
   );
   daemon = run;
