@@ -24,6 +24,7 @@ import { createPatchAttributes } from './relay/attributes';
 import { Relay } from './relay/relay';
 import { checkPidfdThreadSupport } from './relay/registry';
 import { StateFile, StatePersister, restoreRegistrations } from './relay/stateFile';
+import { createStatsAttribute, statsLine, type DaemonStats } from './relay/stats';
 import { SystemdNotifier } from './systemd/notify';
 
 export interface DaemonOptions {
@@ -108,6 +109,9 @@ class Daemon {
   private relay: Relay | undefined;
   private tree: AttributeFs | undefined;
   private persister: StatePersister | undefined;
+  private stateFile: StateFile | undefined;
+  private registrantsEver = 0;
+  private readonly startedAt = Date.now();
   private mounted = false;
   private statusTimer: NodeJS.Timeout | undefined;
   private stopping: Promise<void> | undefined;
@@ -141,6 +145,7 @@ class Daemon {
       logger: log,
     });
     this.relay = relay;
+    relay.registry.on('registered', () => this.registrantsEver++);
 
     // Listeners go on before open(): events of the confirmation window are relayed too.
     const connector = new ProcConnector({
@@ -173,15 +178,18 @@ class Daemon {
     this.checkReceiveBuffer(connector);
     this.restoreState(relay);
 
-    const tree = new AttributeFs(
-      options.mountpoint,
-      createPatchAttributes(relay, {
+    const tree = new AttributeFs(options.mountpoint, {
+      ...createPatchAttributes(relay, {
         strict: options.strict,
         logger: log,
         isShuttingDown: () => this.stopping !== undefined,
         onSignalChanged: () => this.persister?.signalChanged(),
       }),
-    );
+      stats: createStatsAttribute(
+        () => this.stats(),
+        () => relay.registry.list.slice().reverse(),
+      ),
+    });
     this.tree = tree;
     tree.on('notice', (notice) =>
       notice.kind === 'stale-mount-cleared' || notice.kind === 'attribute-failed'
@@ -205,6 +213,31 @@ class Daemon {
     this.statusTimer.unref();
   }
 
+  /** The counters of the `stats` file. */
+  private stats(): DaemonStats {
+    const c = this.relay?.counters;
+    const n = this.connector?.counters;
+    return {
+      uptime_seconds: Math.floor((Date.now() - this.startedAt) / 1000),
+      forks_seen_process: c ? c.forksSeen - c.threadsSeen : 0,
+      forks_seen_thread: c?.threadsSeen ?? 0,
+      forks_relayed: c?.forksRelayed ?? 0,
+      signals_sent: c?.signalsSent ?? 0,
+      signals_lost_queue_full: c?.signalsLost ?? 0,
+      signals_failed: c?.signalsFailed ?? 0,
+      registrants: this.relay?.registry.size ?? 0,
+      registrants_ever: this.registrantsEver,
+      registrants_pruned_exited: c?.registrantsExited ?? 0,
+      registrants_pruned_gone: c?.registrantsGone ?? 0,
+      netlink_overruns: n?.overruns ?? 0,
+      events_dropped: n?.dropped ?? 0,
+      sequence_gaps: n?.sequenceGaps ?? 0,
+      forks_recovered: 0,
+      forks_unrecoverable: 0,
+      state_file_writes: this.stateFile?.writes ?? 0,
+    };
+  }
+
   /** One human-readable line for `systemctl status`. */
   private statusLine(): string {
     const relay = this.relay;
@@ -224,6 +257,7 @@ class Daemon {
     const { options, log } = this;
     if (options.stateFile === false) return;
     const file = new StateFile(options.stateFile);
+    this.stateFile = file;
     const loaded = file.load();
     if (loaded.kind === 'unusable') {
       log.warn(
@@ -323,6 +357,7 @@ class Daemon {
   private async doShutdown(): Promise<void> {
     this.notifier.stopping();
     if (this.statusTimer) clearInterval(this.statusTimer);
+    if (this.relay !== undefined) this.log.info(`stats at shutdown: ${statsLine(this.stats())}`);
     const steps: Array<[string, () => Promise<void> | void]> = [
       ['unmount', () => this.tree?.close()],
       ['stop saving the state', () => this.persister?.detach()],

@@ -16,6 +16,8 @@ export interface Attribute {
    * fail with that errno. `caller` is who wrote, when the FUSE layer knows it.
    */
   store(text: string, caller?: Caller): StoreOutcome;
+  /** Permission bits of the file (default 0o644: everyone reads, root writes). */
+  mode?: number;
 }
 
 /** The process that made a request (the FUSE request header's pid, uid and gid). */

@@ -108,7 +108,7 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
   private readonly files: ReadonlyMap<string, { name: string; attribute: Attribute }>;
   private readonly options: Required<AttributeFsOptions>;
   private readonly rootStat: Fuse.Stat;
-  private readonly fileStat: Fuse.Stat;
+  private readonly fileStats = new Map<string, Fuse.Stat>();
   private readonly handles = new Map<number, OpenFile>();
   private lastHandle = 0;
   private mounted: string | undefined;
@@ -149,7 +149,10 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
     const now = new Date();
     const common = { uid: 0, gid: 0, size: SYSFS_PAGE_SIZE, mtime: now, atime: now, ctime: now };
     this.rootStat = { ...common, mode: S_IFDIR | ROOT_MODE, nlink: 2 };
-    this.fileStat = { ...common, mode: S_IFREG | FILE_MODE, nlink: 1 };
+    for (const [filePath, { attribute }] of byPath) {
+      const mode = S_IFREG | ((attribute.mode ?? FILE_MODE) & 0o777);
+      this.fileStats.set(filePath, { ...common, mode, nlink: 1 });
+    }
   }
 
   /** The directory mounted on (absolute and symlink-free once mounted). */
@@ -306,7 +309,7 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
           () => cb(-E.EIO),
           () => {
             if (path === '/') cb(0, this.rootStat);
-            else if (this.files.has(path)) cb(0, this.fileStat);
+            else if (this.fileStats.has(path)) cb(0, this.fileStats.get(path));
             else cb(-E.ENOENT);
           },
         ),

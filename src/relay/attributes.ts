@@ -65,8 +65,13 @@ export function createPatchAttributes(
       const by = caller === undefined ? '' : ` by ${describeTask(caller.pid)}, uid ${caller.uid}`;
       if (isUnregisterRequest(text)) {
         const registrant = relay.registry.get(id);
-        if (relay.registry.unregister(id) === 'not-registered') return ignored;
-        logger?.info(`pid ${id} (${registrant?.comm ?? ''}) unregistered${by}`);
+        if (registrant === undefined || relay.registry.unregister(id) === 'not-registered') {
+          return ignored;
+        }
+        const { sent, lost } = registrant.counters;
+        logger?.info(
+          `pid ${id} (${registrant.comm}) unregistered${by} (signals sent ${sent}, lost ${lost})`,
+        );
         return 'accepted';
       }
       // The daemon's own process and threads: a signal the daemon sent itself would kill it (an

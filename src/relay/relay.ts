@@ -52,6 +52,8 @@ export interface RelayOptions {
 export interface RelayCounters {
   /** Fork events handed to handleEvents (threads included, even with processesOnly). */
   forksSeen: number;
+  /** Of forksSeen, the new threads (childPid !== childTgid). */
+  threadsSeen: number;
   /** deliverFork calls: forks relayed to the registrants. */
   forksRelayed: number;
   /** Signals queued by the kernel, over all registrants. */
@@ -92,6 +94,7 @@ export class Relay {
   private readonly siginfo = Buffer.alloc(SIGINFO_SIZE);
   private readonly count: RelayCounters = {
     forksSeen: 0,
+    threadsSeen: 0,
     forksRelayed: 0,
     signalsSent: 0,
     signalsLost: 0,
@@ -210,8 +213,9 @@ export class Relay {
         this.count.forksSeen++;
         if (event.childPid === event.childTgid) {
           this.deliverFork(event.parentPid, event.childPid);
-        } else if (!this.processesOnly) {
-          this.deliverFork(event.childTgid, event.childPid);
+        } else {
+          this.count.threadsSeen++;
+          if (!this.processesOnly) this.deliverFork(event.childTgid, event.childPid);
         }
       } else if (event.kind === 'exit') {
         if (this.registry.size !== 0) this.checkExit(event.processPid);

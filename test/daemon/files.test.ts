@@ -232,7 +232,7 @@ describe('processes', () => {
       size: 4096,
     });
     expect(fs.statSync(daemon.mountpoint).mode & 0o7777).toBe(0o755);
-    expect(fs.readdirSync(daemon.mountpoint).sort()).toEqual(['processes', 'signal']);
+    expect(fs.readdirSync(daemon.mountpoint).sort()).toEqual(['processes', 'signal', 'stats']);
   });
 });
 

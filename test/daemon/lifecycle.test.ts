@@ -53,7 +53,7 @@ test('logs ready only once the mount is live, and SIGTERM unmounts and exits 0',
   await d.waitForLine(/ready/, 'stderr', 20000);
   // "ready" was printed: the mount must already be there, with exactly the two files.
   expect(isMounted(mp)).toBe(true);
-  expect(fs.readdirSync(mp).sort()).toEqual(['processes', 'signal']);
+  expect(fs.readdirSync(mp).sort()).toEqual(['processes', 'signal', 'stats']);
   expect(fs.readFileSync(d.file('signal'), 'utf8')).toBe('40\n');
   // The mountpoint did not exist: the daemon created it.
   const { code, signal } = await d.stop('SIGTERM');

@@ -414,7 +414,7 @@ describe('logging', () => {
       await new Promise((resolve) => setImmediate(resolve));
       expect(lines).toEqual([
         `info: pid ${first.pid} (rt_consumer) registered`,
-        `info: pid ${first.pid} (rt_consumer) unregistered`,
+        `info: pid ${first.pid} (rt_consumer) unregistered (signals sent 0, lost 0)`,
         `info: pid ${threadId} (rt_consumer) registered`,
         `info: signal changed from 40 to 41`,
       ]);
@@ -505,7 +505,7 @@ describe('logging', () => {
       await waitFor(() => lines.length >= 2, 2000, 'log lines');
       expect(lines).toEqual([
         `pid ${first.pid} (rt_consumer) registered by pid ${second.pid} (rt_consumer), uid 0`,
-        `pid ${first.pid} (rt_consumer) unregistered by pid ${second.pid} (rt_consumer), uid 0`,
+        `pid ${first.pid} (rt_consumer) unregistered by pid ${second.pid} (rt_consumer), uid 0 (signals sent 0, lost 0)`,
       ]);
     } finally {
       logger.close();

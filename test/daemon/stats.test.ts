@@ -1,0 +1,95 @@
+/**
+ * The `stats` file (issue 9 §3) through the daemon's mount: stable names in order, counters that
+ * match what a registrant received, read-only even for root, and logged at shutdown.
+ */
+import fs from 'node:fs';
+import { STATS_NAMES } from '../../src/relay/stats';
+import {
+  Child,
+  Daemon,
+  TempDir,
+  compileFixture,
+  consumerArgs,
+  parseSignals,
+  requireRootAndBuild,
+  runForker,
+  spawnChild,
+  waitFor,
+} from './harness';
+
+requireRootAndBuild();
+
+let tmp: TempDir;
+let daemon: Daemon | undefined;
+const children: Child[] = [];
+
+beforeAll(() => {
+  tmp = new TempDir();
+});
+
+afterAll(async () => {
+  for (const c of children) await c.stop('SIGKILL');
+  if (daemon) await daemon.shutdown();
+  await tmp.cleanup();
+});
+
+function readStats(mountpoint: string): Map<string, number> {
+  const stats = new Map<string, number>();
+  for (const line of fs.readFileSync(`${mountpoint}/stats`, 'utf8').split('\n')) {
+    if (line === '') continue;
+    const m = /^([a-z_.0-9]+) (\d+)$/.exec(line);
+    if (!m) throw new Error(`not a "name value" line: ${JSON.stringify(line)}`);
+    stats.set(m[1], Number(m[2]));
+  }
+  return stats;
+}
+
+test('stats counts what happened, per daemon and per registrant', async () => {
+  const [consumerBin, forkerBin] = await Promise.all([
+    compileFixture('rt_consumer', tmp.path, ['-pthread']),
+    compileFixture('forker', tmp.path),
+  ]);
+  const d = await Daemon.start(tmp.join('mnt'));
+  daemon = d;
+  expect(fs.readdirSync(d.mountpoint).sort()).toEqual(['processes', 'signal', 'stats']);
+  expect(fs.statSync(`${d.mountpoint}/stats`).mode & 0o777).toBe(0o444);
+
+  const initial = readStats(d.mountpoint);
+  expect([...initial.keys()]).toEqual(STATS_NAMES);
+  expect(initial.get('registrants')).toBe(0);
+
+  const consumer = spawnChild(consumerBin, consumerArgs(d.file('processes')));
+  children.push(consumer);
+  await consumer.waitForLine(/^ready$/, 'stdout');
+  const forks = await runForker(forkerBin, 4, 2);
+  await waitFor('the forks to arrive', () =>
+    forks.every(([, c]) => parseSignals(consumer.stdout).some((s) => s.val === c)),
+  );
+
+  const stats = readStats(d.mountpoint);
+  const received = parseSignals(consumer.stdout).length;
+  expect(stats.get('registrants')).toBe(1);
+  expect(stats.get('registrants_ever')).toBe(1);
+  expect(stats.get('state_file_writes')).toBe(2); // at start, and the registration
+  expect(stats.get(`registrant.${consumer.pid}.signals_sent`)).toBeGreaterThanOrEqual(received);
+  expect(stats.get(`registrant.${consumer.pid}.signals_lost`)).toBe(0);
+  expect(stats.get('forks_seen_process')).toBeGreaterThanOrEqual(forks.length);
+  expect(stats.get('forks_relayed')).toBeGreaterThanOrEqual(forks.length);
+  expect(stats.get('signals_sent')).toBe(stats.get(`registrant.${consumer.pid}.signals_sent`));
+
+  // Read-only, root's writes included: EACCES, and nothing changes.
+  expect(() => fs.writeFileSync(`${d.mountpoint}/stats`, '0')).toThrow(
+    expect.objectContaining({ code: 'EACCES' }),
+  );
+
+  await consumer.stop('SIGKILL');
+  await waitFor('the exited registrant to be pruned', () =>
+    readStats(d.mountpoint).get('registrants') === 0 ? true : undefined,
+  );
+  expect(readStats(d.mountpoint).get('registrants_pruned_exited')).toBe(1);
+
+  await d.stop('SIGTERM');
+  expect(
+    d.stderr.some((l) => /stats at shutdown: uptime_seconds=\d+ .*registrants_ever=1/.test(l)),
+  ).toBe(true);
+});
