@@ -154,12 +154,22 @@ class Daemon {
     });
     this.connector = connector;
     connector.on('events', (batch) => relay.handleEvents(batch));
+    let droppedBefore = 0;
     connector.on('loss', (loss) => {
+      const lost = loss.dropped - droppedBefore;
+      droppedBefore = loss.dropped;
       log.warn(
-        `the proc connector socket overflowed: ${loss.dropped} events lost so far (${loss.overruns} overruns); forks in them were not relayed`,
+        `the proc connector socket overflowed: ${lost} events lost (${loss.dropped} so far, ${loss.overruns} overruns); looking for their forks in /proc`,
       );
       // Exit events may be among the lost: look at every registrant's pidfd instead.
       relay.pruneExited();
+      const plan = relay.recoverLostForks(lost);
+      for (const fork of plan.forks) {
+        log.debug(`recovered fork: ${fork.parent} -> ${fork.child} (relayed late)`);
+      }
+      log.warn(
+        `recovered ${plan.forks.length} lost forks from /proc (relayed late); about ${plan.unrecoverable} were of tasks gone before the scan`,
+      );
     });
     connector.on('error', (err) => log.error(describeProcConnectorError(err)));
     try {
@@ -232,8 +242,8 @@ class Daemon {
       netlink_overruns: n?.overruns ?? 0,
       events_dropped: n?.dropped ?? 0,
       sequence_gaps: n?.sequenceGaps ?? 0,
-      forks_recovered: 0,
-      forks_unrecoverable: 0,
+      forks_recovered: c?.forksRecovered ?? 0,
+      forks_unrecoverable: c?.forksUnrecoverable ?? 0,
       state_file_writes: this.stateFile?.writes ?? 0,
     };
   }

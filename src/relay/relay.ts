@@ -11,6 +11,15 @@ import { Errno, pidfdSendSignal } from '../native/libc';
 import type { ProcEvent } from '../netlink/events';
 import type { Logger } from '../log';
 import { isAcceptedSignal, PATCH_DEFAULT_SIGNAL } from './patchRules';
+import {
+  RecentForks,
+  USER_HZ,
+  monotonicNsToStartTicks,
+  planRecovery,
+  scanTasksStartedSince,
+  type RecoveryPlan,
+} from './recovery';
+import { readTaskStat } from './procStat';
 import { Registry, type Registrant, type UnregisteredEvent } from './registry';
 
 /**
@@ -68,6 +77,10 @@ export interface RelayCounters {
   registrantsExited: number;
   /** Exit events naming a registered id whose task stayed alive through every re-check. */
   staleExitEvents: number;
+  /** Forks relayed late: found in /proc after the proc connector lost their events. */
+  forksRecovered: number;
+  /** Lost events no surviving task accounted for (an estimate from the kernel's drop count). */
+  forksUnrecoverable: number;
 }
 
 /**
@@ -102,7 +115,21 @@ export class Relay {
     registrantsGone: 0,
     registrantsExited: 0,
     staleExitEvents: 0,
+    forksRecovered: 0,
+    forksUnrecoverable: 0,
   };
+  /** Forks received lately, so that a recovery does not relay them twice. */
+  private readonly recentForks = new RecentForks();
+  /** Timestamp (CLOCK_MONOTONIC ns) of the last fork event received. */
+  private lastForkNs: bigint | undefined;
+  /**
+   * Children a recovery relayed, and when its scan ended: a fork event for one of them stamped
+   * before then was still queued in the socket and is not relayed again.
+   */
+  private recovered = new Set<number>();
+  private recoveredUntilNs = 0n;
+  /** Start of this relay in /proc ticks: the recovery window when no fork was received yet. */
+  private readonly startTicks = readTaskStat(process.pid)?.startTime ?? 0;
   private readonly logger: Logger | undefined;
   private readonly exitRecheckDelaysMs: readonly number[];
   private readonly pendingExitChecks = new Map<number, PendingExitCheck>();
@@ -210,6 +237,15 @@ export class Relay {
     for (let i = 0; i < events.length; i++) {
       const event = events[i];
       if (event.kind === 'fork') {
+        if (
+          this.recovered.size !== 0 &&
+          event.timestampNs <= this.recoveredUntilNs &&
+          this.recovered.delete(event.childPid)
+        ) {
+          continue; // relayed already, late, by recoverLostForks
+        }
+        this.recentForks.add(event.childPid, event.timestampNs);
+        this.lastForkNs = event.timestampNs;
         this.count.forksSeen++;
         if (event.childPid === event.childTgid) {
           this.deliverFork(event.parentPid, event.childPid);
@@ -221,6 +257,35 @@ export class Relay {
         if (this.registry.size !== 0) this.checkExit(event.processPid);
       }
     }
+  }
+
+  /**
+   * After the proc connector lost `lost` events: relay, late, a fork for every task still alive
+   * that started after the last fork received (a tick earlier: start times are in ticks) and was
+   * not received, as found in /proc (parent from /proc/<pid>/stat). Returns the plan carried out.
+   */
+  recoverLostForks(lost: number): RecoveryPlan {
+    const sinceNs = this.lastForkNs;
+    const sinceTicks =
+      sinceNs === undefined ? this.startTicks : Math.max(0, monotonicNsToStartTicks(sinceNs) - 1);
+    const tasks = scanTasksStartedSince(sinceTicks);
+    const scanEndNs = process.hrtime.bigint();
+    const received = this.recentForks.since(
+      sinceNs === undefined ? 0n : sinceNs - BigInt(1e9 / USER_HZ),
+    );
+    const plan = planRecovery(tasks, received, lost, {
+      processesOnly: this.processesOnly,
+      selfPid: process.pid,
+    });
+    if (this.recoveredUntilNs < scanEndNs - 10_000_000_000n) this.recovered.clear();
+    for (const fork of plan.forks) {
+      this.deliverFork(fork.parent, fork.child);
+      this.recovered.add(fork.child);
+    }
+    this.recoveredUntilNs = scanEndNs;
+    this.count.forksRecovered += plan.forks.length;
+    this.count.forksUnrecoverable += plan.unrecoverable;
+    return plan;
   }
 
   /** Remove registrants whose tasks have exited (e.g. after the connector lost events). */

@@ -34,7 +34,7 @@ afterAll(async () => {
 async function startDaemon(name: string, args: string[] = ['--signal', '40'], prefix?: string[]) {
   const d = new Daemon(tmp.join(name), args, prefix);
   daemons.push(d);
-  await d.waitForLine(/ready/, 'stderr', 20000);
+  await d.waitForLine(/ready: relaying forks/, 'stderr', 20000);
   return d;
 }
 
@@ -223,7 +223,7 @@ test('SIGTERM during start-up ends it there: nothing is mounted afterwards, exit
     // Whatever start-up had reached, nothing of it outlives the daemon.
     await new Promise((r) => setTimeout(r, 200));
     expect(isMounted(mp)).toBe(false);
-    if (child.stderr.some((l) => /ready/.test(l))) continue; // the signal came after start-up
+    if (child.stderr.some((l) => /ready: relaying forks/.test(l))) continue; // the signal came after start-up
     expect(child.stderr.some((l) => /SIGTERM received/.test(l))).toBe(true);
   }
 });

@@ -206,7 +206,7 @@ export class Daemon extends Child {
   ): Promise<Daemon> {
     const daemon = new Daemon(mountpoint, extraArgs);
     try {
-      await daemon.waitForLine(/ready/, 'stderr', 20000);
+      await daemon.waitForLine(/ready: relaying forks/, 'stderr', 20000);
     } catch (err) {
       await daemon.stop('SIGKILL');
       throw err;

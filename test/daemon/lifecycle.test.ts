@@ -50,7 +50,7 @@ test('logs ready only once the mount is live, and SIGTERM unmounts and exits 0',
   const mp = tmp.join('lifecycle');
   const d = new Daemon(mp, ['--signal', '40']);
   started.push(d);
-  await d.waitForLine(/ready/, 'stderr', 20000);
+  await d.waitForLine(/ready: relaying forks/, 'stderr', 20000);
   // "ready" was printed: the mount must already be there, with exactly the two files.
   expect(isMounted(mp)).toBe(true);
   expect(fs.readdirSync(mp).sort()).toEqual(['processes', 'signal', 'stats']);

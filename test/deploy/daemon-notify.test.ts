@@ -51,7 +51,7 @@ test('READY=1 after the mount, readable STATUS=, WATCHDOG=1 pings, STOPPING=1 on
   );
   const [ready] = await listener.waitFor('READY', 30000);
   expect(mountedAtReady).toEqual([true]);
-  expect(daemon.stderr.some((line) => /ready/.test(line))).toBe(true);
+  expect(daemon.stderr.some((line) => /ready: relaying forks/.test(line))).toBe(true);
   // The STATUS= sent with READY=1 already says what the daemon is doing.
   expect(ready.fields.get('STATUS')).toMatch(/registrant/);
 
@@ -106,7 +106,7 @@ test('with systemd gone (nobody on NOTIFY_SOCKET) the daemon still runs and stop
     { ...process.env, NOTIFY_SOCKET: gone, WATCHDOG_USEC: '200000' },
   );
   daemon = run;
-  await run.waitForLine(/ready/, 'stderr', 30000);
+  await run.waitForLine(/ready: relaying forks/, 'stderr', 30000);
   // Every READY, STATUS and WATCHDOG (every 100 ms) send fails; none may take the daemon down.
   await sleep(1500);
   expect(run.running).toBe(true);

@@ -132,7 +132,7 @@ test('the daemon in the container relays host forks to a host consumer through t
     async () => {
       const { stdout, stderr } = await execFileAsync('docker', ['logs', container]);
       if (/error/.test(stdout + stderr)) throw new Error(`the daemon failed:\n${stdout}${stderr}`);
-      return /ready/.test(stdout + stderr);
+      return /ready: relaying forks/.test(stdout + stderr);
     },
     60000,
     250,

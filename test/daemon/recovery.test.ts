@@ -1,0 +1,106 @@
+/**
+ * Lost forks are found again (issue 9 §2): the daemon's reader is paused (SIGSTOP) with a small
+ * receive buffer, a thread storm overflows it, then a known forker makes children that stay
+ * alive; once the daemon runs again it sees the overrun, scans /proc and relays a late fork for
+ * every surviving child, each exactly once.
+ */
+import fs from 'node:fs';
+import {
+  Child,
+  Daemon,
+  RELAY_SIGNAL,
+  TempDir,
+  compileFixture,
+  consumerArgs,
+  parseSignals,
+  requireRootAndBuild,
+  spawnChild,
+  waitFor,
+} from './harness';
+
+requireRootAndBuild();
+
+let tmp: TempDir;
+const children: Child[] = [];
+let daemon: Daemon | undefined;
+/** The forker's sleepers: orphans once the forker is gone, ended here by pid. */
+let sleepers: number[] = [];
+
+beforeAll(() => {
+  tmp = new TempDir();
+});
+
+afterAll(async () => {
+  if (daemon?.running) process.kill(daemon.pid, 'SIGCONT');
+  for (const pid of sleepers) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  for (const c of children) await c.stop('SIGKILL');
+  if (daemon) await daemon.shutdown();
+  await tmp.cleanup();
+});
+
+function readStat(name: string): number {
+  const line = fs
+    .readFileSync(`${daemon!.mountpoint}/stats`, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith(`${name} `));
+  return Number(line?.split(' ')[1]);
+}
+
+test('every surviving child of a forker whose forks were lost is relayed late, once', async () => {
+  const [consumerBin, threadsBin] = await Promise.all([
+    compileFixture('rt_consumer', tmp.path, ['-pthread']),
+    compileFixture('threads', tmp.path, ['-pthread']),
+  ]);
+  const d = await Daemon.start(tmp.join('mnt'), [
+    '--signal',
+    String(RELAY_SIGNAL),
+    '--receive-buffer',
+    '65536',
+  ]);
+  daemon = d;
+  const consumer = spawnChild(consumerBin, consumerArgs(d.file('processes')));
+  children.push(consumer);
+  await consumer.waitForLine(/^ready$/, 'stdout').catch((err: Error) => {
+    throw new Error(`${err.message}\ndaemon:\n${d.output()}`);
+  });
+
+  process.kill(d.pid, 'SIGSTOP');
+  try {
+    // 3,000 threads: 6,000 events against a buffer that holds about 160.
+    const storm = spawnChild(threadsBin, ['3000', 'quiet']);
+    children.push(storm);
+    await storm.exited;
+    // The known forker: a shell that starts 20 sleepers (ignoring the relay signal) and waits.
+    const forker = spawnChild('sh', [
+      '-c',
+      'trap "" 40; for i in $(seq 20); do sleep 1000 >/dev/null & echo $!; done; wait',
+    ]);
+    children.push(forker);
+    await waitFor('the 20 sleepers', () => (forker.stdout.length >= 20 ? true : undefined));
+    sleepers = forker.stdout.slice(0, 20).map(Number);
+    process.kill(d.pid, 'SIGCONT');
+
+    await d.waitForLine(/recovered \d+ lost forks/, 'stderr', 20000);
+    const got = await waitFor('a signal for every sleeper', () => {
+      const signals = parseSignals(consumer.stdout);
+      return sleepers.every((pid) => signals.some((s) => s.val === pid)) ? signals : undefined;
+    });
+    for (const pid of sleepers) {
+      const forThis = got.filter((s) => s.val === pid);
+      expect(forThis).toHaveLength(1);
+      expect(forThis[0].pid).toBe(forker.pid); // the parent, from /proc/<pid>/stat
+    }
+    expect(d.stderr.some((l) => /the proc connector socket overflowed/.test(l))).toBe(true);
+    expect(readStat('netlink_overruns')).toBeGreaterThan(0);
+    expect(readStat('forks_recovered')).toBeGreaterThanOrEqual(20);
+    expect(readStat('forks_unrecoverable')).toBeGreaterThan(0); // the storm's threads, gone
+  } finally {
+    process.kill(d.pid, 'SIGCONT');
+  }
+});
