@@ -6,13 +6,15 @@
  *   npm run test:deploy    the systemd tests
  *   npm run test:docker    the host suite inside a privileged container, then the Docker tests
  */
-const base = require('./jest.config.js');
 
 /** @type {import('jest').Config} */
 module.exports = {
-  ...base,
+  testEnvironment: 'node',
   roots: ['<rootDir>/test/deploy'],
-  testPathIgnorePatterns: ['/node_modules/'],
+  testMatch: ['**/*.test.ts'],
+  transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.json', diagnostics: false }] },
+  setupFiles: ['<rootDir>/test/support/tsWorker.ts'],
+  maxWorkers: 1,
   // Image builds and container boots take minutes, not seconds.
   testTimeout: 600000,
 };
