@@ -88,4 +88,17 @@ daemon_pid=
 grep -q "unmounted $MOUNTPOINT" "$WORK/daemon.log" || { cat "$WORK/daemon.log" >&2; fail "the daemon did not log its unmount"; }
 if grep " $MOUNTPOINT " /proc/self/mounts; then fail "$MOUNTPOINT is still mounted after Ctrl-C"; fi
 say "Ctrl-C: the daemon unmounted and exited"
+
+# README "As a systemd service": the global install from the tarball npm pack makes.
+version=$(node -p 'require("./package.json").version')
+npm pack --loglevel=warn >/dev/null
+[ -f "relayfork-$version.tgz" ] || fail "npm pack made no relayfork-$version.tgz"
+npm install -g "./relayfork-$version.tgz" || fail "npm install -g ./relayfork-$version.tgz failed"
+[ "$(command -v relayfork)" = /usr/local/bin/relayfork ] || fail "relayfork is not on PATH in /usr/local/bin"
+relayfork --help | grep -q install-service || fail "relayfork --help does not list install-service"
+[ -f "$(npm root -g)/relayfork/systemd/relayfork.service" ] || fail "the shipped unit is missing"
+relayfork install-service --unit-dir "$WORK/units" >"$WORK/install-service.out"
+grep -q "systemd does not read $WORK/units" "$WORK/install-service.out" ||
+    fail "install-service: $(cat "$WORK/install-service.out")"
+say "npm install -g ./relayfork-$version.tgz: relayfork on PATH, the unit shipped"
 say "PASS"
