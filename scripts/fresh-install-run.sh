@@ -97,8 +97,9 @@ npm install -g "./relayfork-$version.tgz" || fail "npm install -g ./relayfork-$v
 [ "$(command -v relayfork)" = /usr/local/bin/relayfork ] || fail "relayfork is not on PATH in /usr/local/bin"
 relayfork --help | grep -q install-service || fail "relayfork --help does not list install-service"
 [ -f "$(npm root -g)/relayfork/systemd/relayfork.service" ] || fail "the shipped unit is missing"
-relayfork install-service --unit-dir "$WORK/units" >"$WORK/install-service.out"
-grep -q "systemd does not read $WORK/units" "$WORK/install-service.out" ||
-    fail "install-service: $(cat "$WORK/install-service.out")"
+relayfork install-service --unit-dir "$WORK/units" >/dev/null
+exec_start="ExecStart=$(command -v node) $(npm root -g)/relayfork/dist/cli.js --signal 40"
+grep -qx "$exec_start" "$WORK/units/relayfork.service" ||
+    fail "install-service wrote no '$exec_start': $(grep ExecStart= "$WORK/units/relayfork.service")"
 say "npm install -g ./relayfork-$version.tgz: relayfork on PATH, the unit shipped"
 say "PASS"
