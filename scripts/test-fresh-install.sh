@@ -98,7 +98,8 @@ if [ "$status" != 0 ]; then
 test-fresh-install: FAIL (expected on this tree): npm ci needs a compiler here because the
 lockfile still holds $compiles_binding, whose install script compiles its binding with node-gyp
 (python3, make, g++) when the machine has no libfuse2. This check passes once the pure-TypeScript
-FUSE layer (branch fuse) replaces it; see RELAYFORK_FRESH_SOURCE above to try that branch.
+FUSE layer (branch fuse) replaces it. To try a tree without it: RELAYFORK_FRESH_SOURCE=FILE.tar
+(see the header of scripts/test-fresh-install.sh).
 MSG
     else
         echo "test-fresh-install: FAIL (container exit $status; its output is above)" >&2
