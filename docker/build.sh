@@ -42,6 +42,9 @@ npm_node_base() {
         log "building $image from $DEBIAN_BASE + node v$version from the npm registry"
         docker build -q --build-arg BASE_IMAGE="$DEBIAN_BASE" -t "$image" \
             -f "$ROOT/docker/node.Dockerfile" "$ctx" >/dev/null
+        # The bases of earlier Node.js versions, unless an image still builds on them.
+        docker images local/relayfork-node --format '{{.Repository}}:{{.Tag}}' |
+            grep -vxF "$image" | xargs -r docker rmi >/dev/null 2>&1 || true
     fi
     echo "$image"
 }
