@@ -35,8 +35,8 @@ cleanup() {
 trap cleanup EXIT
 
 # In a process group of its own, as a shell with job control runs a foreground command, so that
-# the Ctrl-C README speaks of can be sent as a terminal sends it: to the whole group. (A signal to
-# npx alone ends npx and leaves the daemon running: npm exec does not forward it.)
+# a signal can be sent as a terminal (Ctrl-C) or a service manager sends it: to the whole group.
+# (A signal to npx alone ends npx and leaves the daemon running: npm exec does not forward it.)
 setsid npx relayfork --mountpoint "$MOUNTPOINT" >"$WORK/daemon.log" 2>&1 &
 daemon_pid=$!
 daemon_ready() {
@@ -66,8 +66,9 @@ say "relayed: $expected"
 kill -TERM "$consumer_pid"
 wait "$consumer_pid" || true
 consumer_pid=
-# Ctrl-C: SIGINT to the foreground process group (npx and the daemon it started). The daemon
-# unmounts and exits; every process of the group must be gone, and the mount with them.
+# SIGTERM to the process group (npx and the daemon it started), as `kill -TERM -PGID` or systemd
+# sends it (the lifecycle tests cover SIGINT, Ctrl-C, too). The daemon unmounts and exits; every
+# process of the group must be gone, and the mount with them.
 group_alive() {
     local stat line rest state pgrp
     for stat in /proc/[0-9]*/stat; do
@@ -80,14 +81,14 @@ group_alive() {
     done
     return 1
 }
-kill -INT -- "-$daemon_pid"
+kill -TERM -- "-$daemon_pid"
 group_gone() { ! group_alive; }
-wait_until 15 "exit of npx and the daemon after Ctrl-C" group_gone
+wait_until 15 "exit of npx and the daemon after SIGTERM" group_gone
 wait "$daemon_pid" || true
 daemon_pid=
 grep -q "unmounted $MOUNTPOINT" "$WORK/daemon.log" || { cat "$WORK/daemon.log" >&2; fail "the daemon did not log its unmount"; }
-if grep " $MOUNTPOINT " /proc/self/mounts; then fail "$MOUNTPOINT is still mounted after Ctrl-C"; fi
-say "Ctrl-C: the daemon unmounted and exited"
+if grep " $MOUNTPOINT " /proc/self/mounts; then fail "$MOUNTPOINT is still mounted after SIGTERM"; fi
+say "SIGTERM: the daemon unmounted and exited"
 
 # README "As a systemd service": the global install from the tarball npm pack makes.
 version=$(node -p 'require("./package.json").version')

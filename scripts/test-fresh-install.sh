@@ -11,7 +11,8 @@
 #      no node_modules), whose build fails if any compiler is found in it;
 #   5. in a container (--privileged --pid=host --net=host --device /dev/fuse):
 #      scripts/fresh-install-run.sh: `npm ci`, `npx relayfork --mountpoint /run/relayfork`,
-#      `ready`, one fork relayed to the registrant, SIGTERM unmounts and exits 0.
+#      `ready`, one fork relayed to the registrant, SIGTERM to its process group unmounts; then
+#      README's global install from `npm pack`'s tarball.
 # Removes its container and image on the way out.
 #
 # RELAYFORK_FRESH_SOURCE=FILE.tar tests another tree instead of this checkout, e.g.
