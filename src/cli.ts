@@ -5,6 +5,7 @@
  *   relayfork watch         print live proc connector events (src/watch.ts)
  *   relayfork install-service   write the systemd unit (src/systemd/installService.ts)
  */
+import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './log';
 import { ignoreSignal, SIGUSR1 } from './native/libc';
@@ -109,10 +110,11 @@ export function buildProgram(): Command {
       DEFAULT_SERVICE_SIGNAL,
     )
     .action(async (opts: { unitDir: string; signal: number }) => {
-      const { installService } = await import('./systemd/installService');
+      const { installService, installServiceMessage, systemdReadsUnitDir } =
+        await import('./systemd/installService');
       const unit = await installService({ unitDir: opts.unitDir, signal: opts.signal });
       process.stdout.write(
-        `wrote ${unit}\nnow run: systemctl daemon-reload && systemctl enable --now relayfork\n`,
+        installServiceMessage(unit, await systemdReadsUnitDir(path.dirname(unit))),
       );
     });
 

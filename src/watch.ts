@@ -73,10 +73,17 @@ export async function runWatch(options: WatchOptions = {}): Promise<number> {
   process.on('SIGTERM', onSignal);
   process.stdout.on('error', onStdoutError);
 
-  connector.on('events', (batch) => {
+  // Events arrive while open() and selfTest() confirm the subscription, before the "listening"
+  // header can name it: they are held until the header is out, so it comes first.
+  let held: ProcEvent[] | undefined = [];
+  const print = (batch: readonly ProcEvent[]): void => {
     let out = '';
     for (const event of batch) out += format(event, wallOffsetNs) + '\n';
-    process.stdout.write(out);
+    if (out !== '') process.stdout.write(out);
+  };
+  connector.on('events', (batch) => {
+    if (held) held.push(...batch);
+    else print(batch);
   });
   connector.on('loss', ({ overruns, dropped }) => {
     process.stderr.write(
@@ -97,6 +104,8 @@ export async function runWatch(options: WatchOptions = {}): Promise<number> {
     process.stderr.write(
       `${PREFIX} listening for ${kinds.join(',')} (${connector.subscription} subscription); Ctrl-C prints the counters\n`,
     );
+    print(held);
+    held = undefined;
     await stopped;
     let code = stopReason instanceof Error ? 1 : 0;
     if (stopReason instanceof Error) {

@@ -23,6 +23,51 @@ export const DEFAULT_UNIT_DIR = '/etc/systemd/system';
 export const DEFAULT_SERVICE_SIGNAL = 40;
 export const UNIT_NAME = 'relayfork.service';
 
+/**
+ * The directories systemd's system manager loads units from (systemd.unit(5), "System Unit Search
+ * Path"), plus /lib/systemd/system, which Debian and others without a merged /usr still use.
+ */
+export const SYSTEMD_UNIT_DIRS: readonly string[] = [
+  '/etc/systemd/system.control',
+  '/run/systemd/system.control',
+  '/run/systemd/transient',
+  '/run/systemd/generator.early',
+  '/etc/systemd/system',
+  '/etc/systemd/system.attached',
+  '/run/systemd/system',
+  '/run/systemd/system.attached',
+  '/run/systemd/generator',
+  '/usr/local/lib/systemd/system',
+  '/usr/lib/systemd/system',
+  '/lib/systemd/system',
+  '/run/systemd/generator.late',
+];
+
+async function realDir(dir: string): Promise<string> {
+  return fs.realpath(dir).catch(() => path.resolve(dir));
+}
+
+/** Whether systemd (the system manager) reads units from `dir`, symbolic links resolved. */
+export async function systemdReadsUnitDir(dir: string): Promise<boolean> {
+  const target = await realDir(dir);
+  for (const known of SYSTEMD_UNIT_DIRS) {
+    if (path.resolve(dir) === known || target === (await realDir(known))) return true;
+  }
+  return false;
+}
+
+/** What `relayfork install-service` prints once it has written `unit`. */
+export function installServiceMessage(unit: string, readBySystemd: boolean): string {
+  if (readBySystemd) {
+    return `wrote ${unit}\nnow run: systemctl daemon-reload && systemctl enable --now relayfork\n`;
+  }
+  return (
+    `wrote ${unit}\n` +
+    `systemd does not read ${path.dirname(unit)}: to use this unit, copy it to ${DEFAULT_UNIT_DIR} ` +
+    `(or omit --unit-dir), then run systemctl daemon-reload && systemctl enable --now relayfork\n`
+  );
+}
+
 /** The package root: this file is <root>/src/systemd/*.ts or <root>/dist/systemd/*.js. */
 const PACKAGE_ROOT = path.resolve(__dirname, '..', '..');
 export const UNIT_TEMPLATE_PATH = path.join(PACKAGE_ROOT, 'systemd', UNIT_NAME);

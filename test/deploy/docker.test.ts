@@ -7,6 +7,11 @@
  *
  * Needs a Docker engine (../shared/tools/docker-env.sh up, started here if none runs) and
  * docker-compose; the images come from docker/build.sh (cached layers: seconds when unchanged).
+ *
+ * README's Docker commands run as README writes them (taken from README.md itself), with two
+ * substitutions: the host's /run is a temporary directory of this test (this machine's real /run
+ * is not ours to re-mount), handed to compose.yaml as RELAYFORK_HOST_RUN; and `docker compose`
+ * is `docker-compose -p <project>` (Compose v1, as README allows: Debian 12 has no v2).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -31,6 +36,16 @@ const SHARED_TOOLS =
 const IMAGE = process.env.RELAYFORK_IMAGE ?? 'relayfork:latest';
 const COMPOSE_FILE = path.join(ROOT, 'docker', 'compose.yaml');
 const PROJECT = `relayfork-e2e-${process.pid}`;
+const README = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
+
+/** A command README.md shows in an indented code block, without its trailing comment. */
+function readmeCommand(command: string): string {
+  const lines = README.split('\n')
+    .filter((l) => l.startsWith('    '))
+    .map((l) => l.trim().replace(/\s+#.*$/, ''));
+  if (!lines.includes(command)) throw new Error(`README.md no longer shows \`${command}\``);
+  return command;
+}
 
 let tmp: TempDir;
 /** Stands for the host's /run (a shared mount, as systemd makes it). */
@@ -44,7 +59,7 @@ const containers: string[] = [];
 
 async function run(file: string, args: string[], env: NodeJS.ProcessEnv = process.env) {
   try {
-    return await execFileAsync(file, args, { env, maxBuffer: 64 << 20 });
+    return await execFileAsync(file, args, { env, cwd: ROOT, maxBuffer: 64 << 20 });
   } catch (err) {
     const e = err as Error & { stdout?: string; stderr?: string };
     throw new Error(`${file} ${args.join(' ')} failed: ${e.message}\n${e.stdout}${e.stderr}`, {
@@ -54,11 +69,22 @@ async function run(file: string, args: string[], env: NodeJS.ProcessEnv = proces
 }
 
 function compose(...args: string[]) {
-  return run('docker-compose', ['-p', PROJECT, '-f', COMPOSE_FILE, ...args], {
+  return run('docker-compose', ['-p', PROJECT, '-f', COMPOSE_FILE, ...args], composeEnv());
+}
+
+/** README's `docker compose -f docker/compose.yaml ...` line, run with Compose v1. */
+function readmeCompose(command: string) {
+  const words = readmeCommand(command).split(' ');
+  expect(words.slice(0, 2)).toEqual(['docker', 'compose']);
+  return run('docker-compose', ['-p', PROJECT, ...words.slice(2)], composeEnv());
+}
+
+function composeEnv(): NodeJS.ProcessEnv {
+  return {
     ...process.env,
     RELAYFORK_IMAGE: IMAGE,
     RELAYFORK_HOST_RUN: hostRun,
-  });
+  };
 }
 
 async function engineRunning(): Promise<boolean> {
@@ -88,18 +114,24 @@ beforeAll(async () => {
     engineStartedHere = true;
     await run(path.join(SHARED_TOOLS, 'docker-env.sh'), ['up']);
   }
-  await run(path.join(ROOT, 'docker', 'build.sh'), []);
+  // README: where no registry serves node:24-bookworm-slim, docker/build.sh first.
+  await run(path.join(ROOT, readmeCommand('docker/build.sh')), []);
 
   tmp = new TempDir('relayfork-docker-');
-  // The host's /run for this test: a shared mount of its own (this host's / is private), as
-  // `mount --bind /run /run && mount --make-rshared /run` makes it, so that the container's FUSE
-  // mount propagates back here.
+  // The host's /run for this test, a plain directory made a shared mount (this host's / is
+  // private) by README's command for that case, so the container's FUSE mount propagates back.
   hostRun = tmp.join('run');
   hostMount = path.join(hostRun, 'relayfork');
   fs.mkdirSync(hostRun);
-  await run('mount', ['--bind', hostRun, hostRun]);
+  const share = readmeCommand('mount --rbind /run /run && mount --make-rshared /run');
   bindMounted = true;
-  await run('mount', ['--make-rshared', hostRun]);
+  await run('sh', ['-c', share.replace(/\/run\b/g, hostRun)]);
+  expect(
+    fs
+      .readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .some((l) => l.split(' ')[4] === hostRun && / shared:\d+/.test(l)),
+  ).toBe(true);
 });
 
 afterAll(async () => {
@@ -122,7 +154,8 @@ afterAll(async () => {
 });
 
 test('the daemon in the container relays host forks to a host consumer through the rshared mount', async () => {
-  await compose('up', '-d', '--no-build');
+  // README: docker/build.sh (beforeAll), then up without --build.
+  await readmeCompose('docker compose -f docker/compose.yaml up -d');
   const { stdout: id } = await compose('ps', '-q', 'relayfork');
   const container = id.trim();
   expect(container).not.toBe('');
@@ -172,6 +205,11 @@ test('the daemon in the container relays host forks to a host consumer through t
   expect(exit.trim()).toBe('0');
   expect(isMounted(hostMount)).toBe(false);
   expect(mountType(hostRun)).not.toMatch(/^fuse/); // only our own bind is left
+  // The daemon created /run/relayfork: the entry point removed it after the unmount.
+  expect(fs.existsSync(hostMount)).toBe(false);
+  await readmeCompose('docker compose -f docker/compose.yaml down');
+  const { stdout: left } = await run('docker', ['ps', '-aq', '--filter', `id=${container}`]);
+  expect(left.trim()).toBe('');
 });
 
 test('without --pid=host the daemon refuses to start, naming the namespace and the fix', async () => {

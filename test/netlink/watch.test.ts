@@ -95,6 +95,7 @@ test('--json: one object per line, timestamps as decimal strings; SIGTERM stops 
     watch
       .stdout()
       .split('\n')
+      .slice(0, -1) // whole lines only: a pipe may deliver a long write in pieces
       .filter((l) => l !== '')
       .map((l) => JSON.parse(l) as Record<string, unknown>)
       .filter((o) => o.childTgid === pid || o.processTgid === pid);
@@ -138,4 +139,28 @@ test('in a new pid namespace it prints the namespace line and exits 1', async ()
     ),
     '',
   ]);
+});
+
+test('the "listening" header comes before the first event, stdout and stderr on one terminal', async () => {
+  // Both streams into one pipe, as on a terminal: the order of the lines is the order written.
+  const child = spawn(
+    '/bin/sh',
+    ['-c', 'exec "$0" "$@" 2>&1', process.execPath, ...watchArgs({})],
+    {
+      stdio: ['ignore', 'pipe', 'ignore'],
+    },
+  );
+  running.push(child);
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  const done = finished(child);
+  // Every kind: the subscription's own confirmation forks are events too, the first ones seen.
+  await waitFor('watch to listen', () => out.includes('listening for'), 20_000);
+  const pid = await forkChild(0);
+  await waitFor('the fork line', () => out.includes(`child=${pid}`));
+  const lines = out.split('\n');
+  expect(lines[0]).toMatch(/^relayfork watch: listening for fork,exec,/);
+  expect(lines.slice(1).some((l) => / fork +parent=/.test(l))).toBe(true);
+  child.kill('SIGINT');
+  expect((await done).code).toBe(0);
 });
