@@ -1,5 +1,5 @@
 /**
- * Helpers for tests that mount real FUSE trees. The FUSE server of an AttributeFs runs on this
+ * Helpers for tests that mount real FUSE trees. The FUSE server of an AttributeFs answers on this
  * process's JS thread, so everything here that may touch a mount is asynchronous (threadpool or
  * child process): a synchronous fs call on our own mount would deadlock.
  */
@@ -51,7 +51,7 @@ export async function procMountPoints(): Promise<string[]> {
     .map((line) => line.split(' ')[1].replace(/\\040/g, ' '));
 }
 
-/** How many fds of this process are open on /dev/fuse (one per live fuse-native mount). */
+/** How many fds of this process are open on /dev/fuse (one per live mount served here). */
 export async function devFuseFdCount(): Promise<number> {
   const fds = await readdir('/proc/self/fd');
   let count = 0;

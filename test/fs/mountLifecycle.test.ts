@@ -188,7 +188,7 @@ describe('the mountpoint', () => {
 });
 
 describe('close()', () => {
-  test("unmounts, is idempotent, releases fuse-native's /dev/fuse fd; mount() afterwards is refused", async () => {
+  test('unmounts, is idempotent, releases its /dev/fuse fd; mount() afterwards is refused', async () => {
     const mountpoint = path.join(base, 'closing');
     const tree = makeTree(mountpoint);
     await tree.mount();
