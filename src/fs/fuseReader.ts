@@ -44,7 +44,9 @@ export function runReader(data: FuseReaderData, port: MessagePort): void {
       } satisfies FuseReaderMessage);
       return;
     }
-    if (n === -Errno.ENODEV) {
+    // ENODEV: the connection ended. 0 never comes from /dev/fuse; it is the end of a socket
+    // standing in for it (the session's tests), and must not become an endless loop.
+    if (n === -Errno.ENODEV || n === 0) {
       port.postMessage({ type: 'ended' } satisfies FuseReaderMessage);
       return;
     }

@@ -90,6 +90,7 @@ const c = {
   sendto: libc.func(
     'long sendto(int fd, void *buf, size_t len, int flags, void *addr, uint32_t addrlen)',
   ),
+  socketpair: libc.func('int socketpair(int domain, int type, int protocol, _Out_ int *sv)'),
   close: libc.func('int close(int fd)'),
   read: libc.func('long read(int fd, void *buf, size_t count)'),
   write: libc.func('long write(int fd, void *buf, size_t count)'),
@@ -195,6 +196,15 @@ export function getsockoptBuffer(fd: number, level: number, optname: number, out
   const len = [out.length];
   check('getsockopt', c.getsockopt(fd, level, optname, out, len));
   return len[0];
+}
+
+export const SOCK_SEQPACKET = 5;
+
+/** socketpair(2); returns both fds. */
+export function socketpair(domain: number, type: number, protocol: number): [number, number] {
+  const sv = [0, 0];
+  check('socketpair', c.socketpair(domain, type, protocol, sv));
+  return [sv[0], sv[1]];
 }
 
 export function close(fd: number): void {
