@@ -374,14 +374,8 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
       return;
     }
     // The kernel aborted the connection at unmount: the reader sees ENODEV and exits.
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<'late'>((resolve) => {
-      timer = setTimeout(() => resolve('late'), READER_STOP_MS);
-    });
-    const stopped = await Promise.race([session.ended.then(() => 'ended' as const), late]);
-    clearTimeout(timer);
-    if (stopped === 'late') await session.terminate();
-    this.handles.clear();
+    if (await session.waitForEnd(READER_STOP_MS)) this.handles.clear();
+    else void session.ended.then(() => this.handles.clear());
   }
 
   /**
@@ -431,7 +425,7 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
     } catch {
       // Best effort: the FsMountError the caller gets says what failed.
     }
-    await session.terminate();
+    await session.waitForEnd(READER_STOP_MS);
     this.mounted = undefined;
   }
 

@@ -197,10 +197,24 @@ export class FuseSession extends EventEmitter<FuseSessionEvents> {
     this.worker.unref();
   }
 
-  /** Stop reading at once (the connection is left to the kernel); the fd is closed. */
-  async terminate(): Promise<void> {
-    await this.worker.terminate();
-    await this.ended;
+  /**
+   * Wait up to `ms` for the reader to see the connection end (it does once the kernel aborts the
+   * connection: a full unmount). true if it did; otherwise the reader is abandoned: unref'd and
+   * asked to terminate, which takes effect whenever its read(2) returns (a worker blocked in a
+   * system call cannot be stopped sooner), and false.
+   */
+  async waitForEnd(ms: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), ms);
+    });
+    const ended = await Promise.race([this.ended.then(() => true as const), late]);
+    clearTimeout(timer);
+    if (!ended) {
+      this.worker.unref();
+      void this.worker.terminate();
+    }
+    return ended;
   }
 
   private closeFd(): void {
