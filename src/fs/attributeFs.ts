@@ -17,7 +17,10 @@
  *   finished rendering. A read at a non-zero offset with no rendering (a first pread, a read
  *   after a write on the same fd, which 2.6.11 also re-rendered via needs_read_fill, or a seek
  *   back into a finished rendering) renders first. Renderings are cut at 4095 bytes (today's
- *   sysfs: PAGE_SIZE - 1);
+ *   sysfs: PAGE_SIZE - 1), and all the renderings open files hold at once are capped
+ *   (MAX_HELD_RENDERING_BYTES; past it the oldest is dropped, and that file's next read at a
+ *   non-zero offset renders again), so open files cannot make the daemon's memory grow without
+ *   bound;
  * - every write(2) is exactly one store(): the offset is ignored (so `>>` / O_APPEND works), at
  *   most 4095 bytes are considered (2.6.11 fill_write_buffer: count = PAGE_SIZE - 1), cut at the
  *   first NUL and decoded as latin1; it returns that C string's length (the patch's
@@ -100,6 +103,12 @@ export const SHOW_MAX_BYTES = SYSFS_PAGE_SIZE - 1;
  * its size, and no request carries more than a page of data.
  */
 export const FUSE_MAX_WRITE = SYSFS_PAGE_SIZE;
+/**
+ * The most bytes of renderings held for reads partway through, over all open files together:
+ * 4096 full renderings. A user holding more files open, each read partway, only makes the oldest
+ * lose their consistent rendering.
+ */
+export const MAX_HELD_RENDERING_BYTES = 16 * 1024 * 1024;
 /** Default for AttributeFsOptions.requestTimeoutSeconds. */
 export const DEFAULT_REQUEST_TIMEOUT_SECONDS = 30;
 /** Default permission bits of an attribute file. */
@@ -184,6 +193,9 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
   private readonly options: Required<AttributeFsOptions>;
   private readonly rootAttr: Attr;
   private readonly handles = new Map<number, OpenFile>();
+  /** Open files holding a rendering, oldest first (a Map keeps insertion order), and its size. */
+  private readonly held = new Map<OpenFile, number>();
+  private heldBytes = 0;
   private lastHandle = 0;
   private mounted: string | undefined;
   /** "major:minor" of our mount in mountinfo: how close() knows the mount there is still ours. */
@@ -252,6 +264,11 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
   /** Open files (handles) the tree is keeping state for. */
   get openFiles(): number {
     return this.handles.size;
+  }
+
+  /** Bytes of renderings held by open files partway through a read (at most MAX_HELD_RENDERING_BYTES). */
+  get renderingBytes(): number {
+    return this.heldBytes;
   }
 
   /** What FUSE_INIT settled with the kernel, once mounted. */
@@ -370,12 +387,12 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
       // Still served (open files on a detached mount, or a mount covered by another): the reader
       // goes on until the kernel ends the connection, without keeping the process alive.
       session.unref();
-      void session.ended.then(() => this.handles.clear());
+      void session.ended.then(() => this.forgetOpenFiles());
       return;
     }
     // The kernel aborted the connection at unmount: the reader sees ENODEV and exits.
-    if (await session.waitForEnd(READER_STOP_MS)) this.handles.clear();
-    else void session.ended.then(() => this.handles.clear());
+    if (await session.waitForEnd(READER_STOP_MS)) this.forgetOpenFiles();
+    else void session.ended.then(() => this.forgetOpenFiles());
   }
 
   /**
@@ -482,9 +499,13 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
       case Opcode.FLUSH:
       case Opcode.RELEASEDIR:
         return { body: Buffer.alloc(0) };
-      case Opcode.RELEASE:
-        this.handles.delete(Number(body.readBigUInt64LE(RELEASE_IN.FH)));
+      case Opcode.RELEASE: {
+        const fh = Number(body.readBigUInt64LE(RELEASE_IN.FH));
+        const open = this.handles.get(fh);
+        if (open !== undefined) this.dropRendering(open, -1);
+        this.handles.delete(fh);
         return { body: Buffer.alloc(0) };
+      }
       case Opcode.OPENDIR:
         if (!isRoot) return { errno: exists ? Errno.ENOTDIR : Errno.ENOENT };
         return { body: encodeOpenOut(0, 0) };
@@ -547,18 +568,15 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
         this.attributeFailed(node.name, 'show', error);
         return { errno: Errno.EIO };
       }
-      rendering = Buffer.from(text, 'latin1').subarray(0, SHOW_MAX_BYTES);
+      // latin1 is one byte per char: cutting the text cuts the bytes, and nothing larger is kept.
+      rendering = Buffer.from(text.slice(0, SHOW_MAX_BYTES), 'latin1');
     }
     const end = Math.min(rendering.length, offset + size);
     // A copy: the reply must not pin the rendering, which may be dropped now.
     const out = offset < end ? Buffer.from(rendering.subarray(offset, end)) : Buffer.alloc(0);
-    if (end >= rendering.length) {
-      state.rendering = undefined;
-      state.finishedLength = rendering.length;
-    } else {
-      state.rendering = rendering;
-      state.finishedLength = -1;
-    }
+    if (end >= rendering.length) this.dropRendering(state, rendering.length);
+    // Kept only for a handle of ours (an unknown fh has nowhere to keep it).
+    else if (state === open && state.rendering !== rendering) this.holdRendering(state, rendering);
     return { body: out };
   }
 
@@ -576,14 +594,40 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
       return { errno: Errno.EIO };
     }
     const open = this.handles.get(Number(body.readBigUInt64LE(WRITE_IN.FH)));
-    if (open !== undefined) {
-      open.rendering = undefined;
-      open.finishedLength = -1;
-    }
+    if (open !== undefined) this.dropRendering(open, -1);
     if (outcome === 'rejected') return { errno: Errno.EINVAL };
     if (outcome !== 'accepted') return { errno: Errno[outcome.errno] };
     // strlen, except that an empty string consumes what was offered (see the header comment).
     return { body: encodeWriteOut(text.length > 0 ? text.length : considered.length) };
+  }
+
+  private forgetOpenFiles(): void {
+    this.handles.clear();
+    this.held.clear();
+    this.heldBytes = 0;
+  }
+
+  /** Keep `rendering` for `state`, newest; drop the oldest held renderings past the cap. */
+  private holdRendering(state: OpenFile, rendering: Buffer): void {
+    this.dropRendering(state, -1);
+    state.rendering = rendering;
+    this.held.set(state, rendering.length);
+    this.heldBytes += rendering.length;
+    for (const [oldest] of this.held) {
+      if (this.heldBytes <= MAX_HELD_RENDERING_BYTES) break;
+      this.dropRendering(oldest, -1);
+    }
+  }
+
+  /** Forget `state`'s rendering; `finishedLength` is its length if read to the end, else -1. */
+  private dropRendering(state: OpenFile, finishedLength: number): void {
+    const bytes = this.held.get(state);
+    if (bytes !== undefined) {
+      this.held.delete(state);
+      this.heldBytes -= bytes;
+    }
+    state.rendering = undefined;
+    state.finishedLength = finishedLength;
   }
 
   private debugNotice(request: FuseRequest, answer: FuseReply): void {

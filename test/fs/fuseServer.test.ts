@@ -4,12 +4,16 @@
  * timeout. The file rules themselves are in attributeFs.test.ts.
  */
 import type { ChildProcess } from 'node:child_process';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { stat, statfs } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Attribute, Caller, StoreOutcome } from '../../src/fs/attribute';
-import { AttributeFs, DEFAULT_REQUEST_TIMEOUT_SECONDS } from '../../src/fs/attributeFs';
+import {
+  AttributeFs,
+  DEFAULT_REQUEST_TIMEOUT_SECONDS,
+  MAX_HELD_RENDERING_BYTES,
+} from '../../src/fs/attributeFs';
 import { FUSE_KERNEL_MINOR_VERSION, FUSE_MIN_KERNEL_MINOR } from '../../src/fs/fuseProtocol';
 import {
   eventually,
@@ -203,6 +207,68 @@ for (const fd of held) fs.closeSync(fd);
     expect(after.rss - baseline.rss).toBeLessThan(32 * MiB);
     await stopChild(server.child, 'SIGTERM');
     expect((await procMountPoints()).includes(mountpoint)).toBe(false);
+  }, 300000);
+});
+
+describe('renderings held for reads partway through', () => {
+  /**
+   * A child that stores a 4000-byte text, opens the file `count` times reading 1 byte of each (so
+   * each open file would keep a 4000-byte rendering), prints "held" and keeps them open until its
+   * stdin closes.
+   */
+  const HOLDER = `
+const fs = require('node:fs');
+const [file, count] = [process.argv[1], Number(process.argv[2])];
+fs.writeFileSync(file, 'x'.repeat(4000));
+const one = Buffer.alloc(1);
+const fds = [];
+for (let i = 0; i < count; i++) {
+  const fd = fs.openSync(file, 'r');
+  fs.readSync(fd, one, 0, 1, 0);
+  fds.push(fd);
+}
+process.stdout.write('held\\n');
+process.stdin.resume();
+process.stdin.on('end', () => { for (const fd of fds) fs.closeSync(fd); process.exit(0); });
+`;
+
+  test('are capped over all open files, and freed when the files close', async () => {
+    const mountpoint = path.join(base, 'held');
+    const server: MountChild = await startMountChild(mountpoint);
+    children.push(server.child);
+    const stats = async (): Promise<{ openFiles: number; renderingBytes: number }> => {
+      const line = server.nextLine();
+      server.child.kill('SIGUSR2');
+      return (await line) as { openFiles: number; renderingBytes: number };
+    };
+    const count = Math.ceil(MAX_HELD_RENDERING_BYTES / 4000) + 500;
+    const holder = spawn(
+      process.execPath,
+      ['-e', HOLDER, path.join(mountpoint, 'value'), String(count)],
+      {
+        stdio: ['pipe', 'pipe', 'inherit'],
+      },
+    );
+    children.push(holder);
+    await new Promise<void>((resolve, reject) => {
+      holder.stdout?.once('data', () => resolve());
+      holder.once('exit', (code) => reject(new Error(`holder exited ${code}`)));
+    });
+    const holding = await stats();
+    expect(holding.openFiles).toBe(count);
+    expect(holding.renderingBytes).toBeLessThanOrEqual(MAX_HELD_RENDERING_BYTES);
+    expect(holding.renderingBytes).toBeGreaterThan(MAX_HELD_RENDERING_BYTES - 4000);
+
+    const exited = new Promise((resolve) => holder.once('exit', resolve));
+    holder.stdin?.end();
+    await exited;
+    expect(
+      await eventually(async () => {
+        const after = await stats();
+        return after.openFiles === 0 && after.renderingBytes === 0;
+      }, 10000),
+    ).toBe(true);
+    await stopChild(server.child, 'SIGTERM');
   }, 300000);
 });
 
