@@ -19,6 +19,9 @@ import { IN_HEADER, InitFlag, Opcode, parseInitOut } from '../../src/fs/fuseProt
 import { FuseSession, type FuseRequest } from '../../src/fs/fuseSession';
 
 let kernelFd = -1;
+let sessionFd = -1;
+/** Set by the slow handler: did the reader empty the device while the main thread was busy? */
+let drainedWhileBusy: boolean | undefined;
 let session: FuseSession | undefined;
 const handled: FuseRequest[] = [];
 const problems: string[] = [];
@@ -69,11 +72,22 @@ async function nextReply(): Promise<{ len: number; error: number; unique: bigint
 beforeAll(async () => {
   const [ours, theirs] = socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
   kernelFd = theirs;
+  sessionFd = ours;
   session = new FuseSession(
     ours,
     {
       handle: (req) => {
         handled.push(req);
+        if (req.header.nodeid === 99n) {
+          // A slow handler: the main thread stays here, never returning to its event loop, until
+          // the requests queued behind this one have left the device (or 10 s pass).
+          const fds = Buffer.alloc(8);
+          fds.writeInt32LE(sessionFd, 0);
+          fds.writeInt16LE(POLLIN, 4);
+          const deadline = Date.now() + 10000;
+          while (poll(fds, 0) > 0 && Date.now() < deadline);
+          drainedWhileBusy = poll(fds, 0) === 0;
+        }
         if (req.header.opcode === Opcode.GETATTR) return { body: Buffer.from('attr') };
         if (req.header.opcode === Opcode.READ) throw new Error('handler exploded');
         return { errno: 38 };
@@ -148,4 +162,17 @@ test('a malformed request is dropped with a problem; DESTROY is acknowledged', a
   write(kernelFd, request(Opcode.DESTROY, 22n));
   expect(await nextReply()).toMatchObject({ unique: 22n, error: 0, len: 16 });
   expect(problems.some((p) => /malformed FUSE request/.test(p))).toBe(true);
+});
+
+test('a slow handler does not stall the reader: requests behind it leave the device meanwhile', async () => {
+  const slow = request(Opcode.GETATTR, 30n, Buffer.alloc(16));
+  slow.writeBigUInt64LE(99n, IN_HEADER.NODEID);
+  write(kernelFd, slow);
+  for (const unique of [32n, 34n, 36n]) {
+    write(kernelFd, request(Opcode.GETATTR, unique, Buffer.alloc(16)));
+  }
+  const uniques: bigint[] = [];
+  for (let i = 0; i < 4; i++) uniques.push((await nextReply()).unique);
+  expect(drainedWhileBusy).toBe(true);
+  expect(uniques).toEqual([30n, 32n, 34n, 36n]);
 });
