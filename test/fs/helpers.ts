@@ -132,7 +132,7 @@ export interface MountChild {
     mounted?: string;
     error?: string;
     message?: string;
-    protocol?: { minor: number; requestTimeoutSeconds: number };
+    protocol?: { minor: number; requestTimeoutSeconds: number; kernelHasRequestTimeout: boolean };
   };
   /** The next JSON line the child prints (rejects if it exits first). */
   nextLine(): Promise<Record<string, unknown>>;
