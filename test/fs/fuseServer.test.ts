@@ -8,7 +8,7 @@ import { execFile, spawn } from 'node:child_process';
 import { stat, statfs } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { Attribute, Caller, StoreOutcome } from '../../src/fs/attribute';
+import type { Attribute, Caller, StoreErrno, StoreOutcome } from '../../src/fs/attribute';
 import {
   AttributeFs,
   DEFAULT_REQUEST_TIMEOUT_SECONDS,
@@ -41,6 +41,11 @@ class CallerAttribute implements Attribute {
 
 const open666 = new CallerAttribute(0o666);
 const locked = new CallerAttribute();
+/** A store that fails through no fault of the text, with the errno of the text written. */
+const failing: Attribute = {
+  show: () => 'x\n',
+  store: (text) => ({ errno: text.trim() as StoreErrno }),
+};
 let base: string;
 let dir: string;
 let tree: AttributeFs;
@@ -64,7 +69,7 @@ beforeAll(async () => {
   base = await makeTempDir('relayfork-fuse-');
   // The mountpoint itself, not a directory below the 0700 temp dir: nobody must reach the files.
   dir = await makeTempDir();
-  tree = new AttributeFs(dir, { open: open666, locked });
+  tree = new AttributeFs(dir, { open: open666, locked, failing });
   await tree.mount();
 });
 
@@ -151,6 +156,27 @@ describe('file modes, enforced by the kernel (default_permissions)', () => {
   test('a mode outside 0..0o777 is refused at construction', () => {
     expect(() => new AttributeFs(dir, { bad: new CallerAttribute(0o4755) })).toThrow(TypeError);
   });
+});
+
+describe('a store that fails with an errno of its own', () => {
+  test.each(['EACCES', 'EPERM', 'EMFILE', 'ENOSPC', 'ENOMEM', 'ESHUTDOWN', 'EIO'])(
+    '%s reaches the writer as that errno',
+    async (code) => {
+      const shell = await run('bash', ['-c', `printf ${code} > ${path.join(dir, 'failing')}`]);
+      expect(shell.code).not.toBe(0);
+      // bash prints strerror of the failed write(2).
+      const messages: Record<string, RegExp> = {
+        EACCES: /Permission denied/,
+        EPERM: /Operation not permitted/,
+        EMFILE: /Too many open files/,
+        ENOSPC: /No space left on device/,
+        ENOMEM: /Cannot allocate memory/,
+        ESHUTDOWN: /Cannot send after transport endpoint shutdown/,
+        EIO: /Input\/output error/,
+      };
+      expect(shell.stderr).toMatch(messages[code]);
+    },
+  );
 });
 
 describe('per-open state', () => {
