@@ -16,13 +16,22 @@ export interface Attribute {
    * fail with that errno. `caller` is who wrote, when the FUSE layer knows it.
    */
   store(text: string, caller?: Caller): StoreOutcome;
-  /** Permission bits of the file (default 0o644: everyone reads, root writes). */
+  /**
+   * The file's permission bits (0..0o777), owner and group root. Default 0o644: everyone reads,
+   * only root writes. The kernel enforces them (default_permissions): 0o666 lets every user
+   * reach store(), which then sees who wrote in `caller`.
+   */
   mode?: number;
 }
 
 /** The process that made a request (the FUSE request header's pid, uid and gid). */
 export interface Caller {
+  /**
+   * The id of the calling *thread* (the kernel sends task_pid, not the tgid: fs/fuse/dev.c
+   * fuse_force_creds), in the mount's pid namespace; for a single-threaded writer its pid.
+   */
   pid: number;
+  /** The caller's fsuid and fsgid. */
   uid: number;
   gid: number;
 }

@@ -2,37 +2,91 @@
  * A sysfs-like FUSE tree: one root directory holding a fixed set of attribute files, each a
  * show()/store() pair (./attribute.ts), with the mechanics of sysfs as the 2005 patch relied on
  * them (fs/sysfs/file.c, Linux 2.6.11) where they matter to a user, and of today's sysfs where a
- * user porting a program would expect it:
+ * user porting a program would expect it. It speaks the kernel's FUSE protocol itself
+ * (./fuseSession.ts, ./fuseProtocol.ts): no libfuse, no fusermount.
  *
- * - root directory 0755, files 0644, all owned by root, files of size 4096 (PAGE_SIZE);
- *   mounted allow_other + default_permissions, so the kernel lets everyone read and only root
- *   write ("give write access only to root, otherwise it's a security hole", the patch);
+ * - root directory 0755, files 0644 (or the attribute's own `mode`), all owned by root, files of
+ *   size 4096 (PAGE_SIZE); mounted allow_other + default_permissions, so the kernel checks every
+ *   access against those modes: everyone reads, only root writes a 0644 file ("give write access
+ *   only to root, otherwise it's a security hole", the patch);
+ * - every open file is FOPEN_DIRECT_IO: no page cache, every read(2) and write(2) reaches us;
  * - a read at offset 0 renders show() once and keeps the rendering for that open file; reads at
- *   other offsets continue from it, so `dd bs=1` sees one consistent text. A read at a non-zero
- *   offset with no rendering yet (a first pread, or a read after a write on the same fd, which
- *   2.6.11 also re-rendered via needs_read_fill) renders first. Renderings are cut at 4095 bytes
- *   (today's sysfs: PAGE_SIZE - 1);
+ *   other offsets continue from it, so `dd bs=1` sees one consistent text. The rendering is
+ *   dropped as soon as a read reaches its end (only its length is kept, so further reads at or
+ *   past it return 0 without rendering again): an open file holds no text between reads of a
+ *   finished rendering. A read at a non-zero offset with no rendering (a first pread, a read
+ *   after a write on the same fd, which 2.6.11 also re-rendered via needs_read_fill, or a seek
+ *   back into a finished rendering) renders first. Renderings are cut at 4095 bytes (today's
+ *   sysfs: PAGE_SIZE - 1), and all the renderings open files hold at once are capped
+ *   (MAX_HELD_RENDERING_BYTES; past it the oldest is dropped, and that file's next read at a
+ *   non-zero offset renders again), so open files cannot make the daemon's memory grow without
+ *   bound;
  * - every write(2) is exactly one store(): the offset is ignored (so `>>` / O_APPEND works), at
  *   most 4095 bytes are considered (2.6.11 fill_write_buffer: count = PAGE_SIZE - 1), cut at the
  *   first NUL and decoded as latin1; it returns that C string's length (the patch's
- *   `return strlen(buf)`, so "12\0ab" returns 2 and "\0" returns 0) or fails EINVAL when store()
- *   rejects it;
+ *   `return strlen(buf)`, so "12\0ab" returns 2) or fails EINVAL when store() rejects it, or
+ *   with the errno of a StoreFailure. One exception to strlen: a write whose string is empty
+ *   ("\0", "\0abc", printf '%s\0' '') returns the bytes it offered (at most 4095), because a
+ *   0 return makes every write-all loop (stdio, shells) retry forever;
  * - truncate/ftruncate (`echo >` opens O_TRUNC) and utimens (`touch`) succeed and do nothing;
- * - creating a file fails EACCES and mknod/unlink/mkdir/rmdir/rename/link/symlink/chmod/chown fail
- *   EPERM: what the VFS and kernfs answer for the same calls on /sys; unknown paths are ENOENT.
- *
- * The kernel must neither cache nor split: see FUSE_MOUNT_OPTIONS.
+ * - creating a file fails EACCES and mknod/unlink/mkdir/rmdir/rename/link/symlink/chmod/chown/
+ *   setxattr fail EPERM: what the VFS and kernfs answer for the same calls on /sys; unknown paths
+ *   are ENOENT; any other request is ENOSYS, which the kernel turns into its own answer (e.g.
+ *   EOPNOTSUPP for getxattr).
  */
 import { EventEmitter } from 'node:events';
 import { constants as fsConstants } from 'node:fs';
-import { constants as osConstants } from 'node:os';
-import type Fuse from 'fuse-native';
-import { Errno, isSyscallError, MNT_DETACH, umount2 } from '../native/libc';
-import type { Attribute, StoreOutcome } from './attribute';
+import {
+  Errno,
+  MNT_DETACH,
+  MS_NODEV,
+  MS_NOSUID,
+  O_CLOEXEC,
+  O_RDWR,
+  close as closeFd,
+  isSyscallError,
+  mount as mountSyscall,
+  open as openSyscall,
+  umount2,
+} from '../native/libc';
+import type { Attribute, Caller, StoreOutcome } from './attribute';
 import { FsMountError } from './errors';
-import { loadFuseNative, type LoadedFuseNative } from './fuseLoader';
+import {
+  DT_DIR,
+  DT_REG,
+  FOPEN_DIRECT_IO,
+  FUSE_ROOT_ID,
+  Fattr,
+  Opcode,
+  READ_IN,
+  RELEASE_IN,
+  SETATTR_IN,
+  WRITE_IN,
+  encodeAttrOut,
+  encodeDirents,
+  encodeEntryOut,
+  encodeOpenOut,
+  encodeStatfsOut,
+  encodeWriteOut,
+  type Attr,
+  type DirEntry,
+} from './fuseProtocol';
+import {
+  FuseInitError,
+  FuseSession,
+  type FuseFilesystem,
+  type FuseProtocolInfo,
+  type FuseReply,
+  type FuseRequest,
+} from './fuseSession';
 import { readMountInfo, topMountAt } from './mountInfo';
-import { checkFuseDevice, checkRoot, prepareMountpoint, type MountpointNotice } from './preflight';
+import {
+  FUSE_DEVICE,
+  checkFuseDevice,
+  checkRoot,
+  prepareMountpoint,
+  type MountpointNotice,
+} from './preflight';
 
 /** sysfs buffers are one page (fs/sysfs/file.c, Linux 2.6.11). */
 export const SYSFS_PAGE_SIZE = 4096;
@@ -41,39 +95,48 @@ export const STORE_MAX_BYTES = SYSFS_PAGE_SIZE - 1;
 /** A rendering is cut at PAGE_SIZE - 1 bytes (today's sysfs_kf_seq_show). */
 export const SHOW_MAX_BYTES = SYSFS_PAGE_SIZE - 1;
 /**
- * The largest FUSE WRITE request: libfuse 2.9 caps max_write at its receive buffer (0x21000)
- * minus a page. A write(2) larger than this reaches us as its first request only: we answer with
- * at most 4095, fewer bytes than the request carried, so the kernel's direct-I/O loop
- * (fs/fuse/file.c fuse_direct_io: `if (nres != nbytes) break;`) stops there and write(2) returns
- * the short count. Every write(2) is thus one store, whatever its size.
+ * fuse_init_out.max_write: one page, the least the kernel allows (fs/fuse/inode.c
+ * process_init_reply raises anything smaller to 4096). A write(2) larger than this reaches us
+ * as its first 4096 bytes only: we answer with at most 4095, fewer than the request carried, so
+ * the kernel's direct-I/O loop (fs/fuse/file.c fuse_direct_io: `if (nres != nbytes) break;`)
+ * stops there and write(2) returns the short count. Every write(2) is thus one store, whatever
+ * its size, and no request carries more than a page of data.
  */
-export const FUSE_MAX_WRITE = 131072;
-
+export const FUSE_MAX_WRITE = SYSFS_PAGE_SIZE;
 /**
- * Options appended to fuse-native's own (`allow_other,default_permissions,fsname=,subtype=`):
- * - direct_io: every read and write reaches us (no page cache), and a short write reply reaches
- *   the caller, both of which the sysfs semantics above need;
- * - big_writes: libfuse 2 otherwise asks the kernel for 4096-byte write requests, splitting one
- *   write(2) into several stores;
- * - max_write: see FUSE_MAX_WRITE.
+ * The most bytes of renderings held for reads partway through, over all open files together:
+ * 4096 full renderings. A user holding more files open, each read partway, only makes the oldest
+ * lose their consistent rendering.
  */
-export const FUSE_MOUNT_OPTIONS: readonly string[] = [
-  'direct_io',
-  'big_writes',
-  `max_write=${FUSE_MAX_WRITE}`,
-];
+export const MAX_HELD_RENDERING_BYTES = 16 * 1024 * 1024;
+/** Default for AttributeFsOptions.requestTimeoutSeconds. */
+export const DEFAULT_REQUEST_TIMEOUT_SECONDS = 30;
+/** Default permission bits of an attribute file. */
+export const DEFAULT_FILE_MODE = 0o644;
 
 export interface AttributeFsOptions {
-  /** libfuse's `debug` option: every request logged on stderr. */
+  /** Every request emitted as a 'fuse-request' notice (opcode, node, caller, answer). */
   debug?: boolean;
   /** Shown in /proc/mounts as the source and as the type `fuse.<fsName>`. Default "relayfork". */
   fsName?: string;
+  /**
+   * Seconds the kernel waits for any reply before it aborts the connection (FUSE_REQUEST_TIMEOUT,
+   * Linux 6.14 and later; the kernel checks every 15 s, so an abort comes up to 15 s later, and
+   * /proc/sys/fs/fuse/max_request_timeout caps it). A hung server then fails its callers with
+   * ECONNABORTED instead of blocking them forever. 0: no timeout. Default 30. Older kernels
+   * ignore it (see the 'fuse-initialized' notice).
+   */
+  requestTimeoutSeconds?: number;
 }
 
 /** What the tree did that a daemon should log; never an error the daemon must act on. */
 export type AttributeFsNotice =
   | MountpointNotice
-  | { kind: 'libfuse-loaded'; source: 'system' | 'bundled'; path: string; message: string }
+  | {
+      kind: 'fuse-initialized';
+      protocol: FuseProtocolInfo;
+      message: string;
+    }
   | { kind: 'unmounted-lazily'; mountpoint: string; message: string }
   | { kind: 'unmount-skipped'; mountpoint: string; message: string }
   | {
@@ -83,38 +146,61 @@ export type AttributeFsNotice =
       error: unknown;
       message: string;
     }
-  | { kind: 'operation-failed'; operation: string; path: string; error: unknown; message: string };
+  | { kind: 'fuse-problem'; error: unknown; message: string }
+  | { kind: 'fuse-request'; opcode: number; nodeid: number; caller: Caller; message: string };
 
 export interface AttributeFsEvents {
   notice: [notice: AttributeFsNotice];
 }
 
-interface OpenFile {
-  path: string;
-  /** The bytes of the last show() on this open file, until a write drops them. */
-  rendering: Buffer | undefined;
+/** One file of the tree: its node id (FUSE_ROOT_ID + 1...) and attributes. */
+interface FileNode {
+  name: string;
+  attribute: Attribute;
+  attr: Attr;
 }
 
-const E = osConstants.errno;
+/**
+ * The state of one open file: a few dozen bytes, plus a rendering only while a read is partway
+ * through it. Freed on RELEASE.
+ */
+interface OpenFile {
+  node: FileNode;
+  /** The bytes of the last show(), until a read reaches their end or a write drops them. */
+  rendering: Buffer | undefined;
+  /** The length of a rendering read to its end and dropped; -1 when there is none. */
+  finishedLength: number;
+}
+
 const S_IFDIR = fsConstants.S_IFDIR;
 const S_IFREG = fsConstants.S_IFREG;
 const ROOT_MODE = 0o755;
-const FILE_MODE = 0o644;
-/** fh values travel through the binding as int32, and 0 means "no handle". */
-const MAX_HANDLE = 0x7fffffff;
+/** Entry and attribute validity: the attributes never change while mounted. */
+const ATTR_VALID_SECONDS = 1;
+/** How long close() waits for the reader to see the connection end after a full unmount. */
+const READER_STOP_MS = 5000;
+/** mount(2) options (fs/fuse/inode.c fuse_parse_param); see doMount(). */
+function mountData(fd: number): string {
+  return `fd=${fd},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions`;
+}
 
 export class AttributeFs extends EventEmitter<AttributeFsEvents> {
   private readonly requested: string;
-  private readonly files: ReadonlyMap<string, { name: string; attribute: Attribute }>;
+  /** Node id -> file. */
+  private readonly nodes = new Map<number, FileNode>();
+  private readonly byName = new Map<string, FileNode>();
+  private readonly dirEntries: DirEntry[];
   private readonly options: Required<AttributeFsOptions>;
-  private readonly rootStat: Fuse.Stat;
-  private readonly fileStats = new Map<string, Fuse.Stat>();
+  private readonly rootAttr: Attr;
   private readonly handles = new Map<number, OpenFile>();
+  /** Open files holding a rendering, oldest first (a Map keeps insertion order), and its size. */
+  private readonly held = new Map<OpenFile, number>();
+  private heldBytes = 0;
   private lastHandle = 0;
   private mounted: string | undefined;
   /** "major:minor" of our mount in mountinfo: how close() knows the mount there is still ours. */
   private device: string | undefined;
-  private fuse: InstanceType<ReturnType<typeof sysfsFuseClass>> | undefined;
+  private session: FuseSession | undefined;
   private mounting: Promise<void> | undefined;
   private closing: Promise<void> | undefined;
 
@@ -131,8 +217,21 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
         `AttributeFs: fsName must match [A-Za-z0-9_.-]+ (got ${JSON.stringify(fsName)})`,
       );
     }
-    this.options = { debug: options.debug ?? false, fsName };
-    const byPath = new Map<string, { name: string; attribute: Attribute }>();
+    const timeout = options.requestTimeoutSeconds ?? DEFAULT_REQUEST_TIMEOUT_SECONDS;
+    if (!Number.isInteger(timeout) || timeout < 0 || timeout > 0xffff) {
+      throw new TypeError(
+        `AttributeFs: requestTimeoutSeconds must be an integer in 0..65535 (got ${timeout})`,
+      );
+    }
+    this.options = { debug: options.debug ?? false, fsName, requestTimeoutSeconds: timeout };
+    const timeSec = Math.floor(Date.now() / 1000);
+    const common = { uid: 0, gid: 0, size: SYSFS_PAGE_SIZE, timeSec };
+    this.rootAttr = { ...common, ino: FUSE_ROOT_ID, mode: S_IFDIR | ROOT_MODE, nlink: 2 };
+    this.dirEntries = [
+      { ino: FUSE_ROOT_ID, name: '.', type: DT_DIR },
+      { ino: FUSE_ROOT_ID, name: '..', type: DT_DIR },
+    ];
+    let ino = FUSE_ROOT_ID;
     for (const [name, attribute] of Object.entries(files)) {
       if (
         name === '' ||
@@ -143,21 +242,38 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
       ) {
         throw new TypeError(`AttributeFs: ${JSON.stringify(name)} is not a valid file name`);
       }
-      byPath.set(`/${name}`, { name, attribute });
-    }
-    this.files = byPath;
-    const now = new Date();
-    const common = { uid: 0, gid: 0, size: SYSFS_PAGE_SIZE, mtime: now, atime: now, ctime: now };
-    this.rootStat = { ...common, mode: S_IFDIR | ROOT_MODE, nlink: 2 };
-    for (const [filePath, { attribute }] of byPath) {
-      const mode = S_IFREG | ((attribute.mode ?? FILE_MODE) & 0o777);
-      this.fileStats.set(filePath, { ...common, mode, nlink: 1 });
+      const mode = attribute.mode ?? DEFAULT_FILE_MODE;
+      if (!Number.isInteger(mode) || mode < 0 || mode > 0o777) {
+        throw new TypeError(
+          `AttributeFs: the mode of ${name} must be permission bits in 0..0o777 (got ${mode})`,
+        );
+      }
+      ino++;
+      const node = { name, attribute, attr: { ...common, ino, mode: S_IFREG | mode, nlink: 1 } };
+      this.nodes.set(ino, node);
+      this.byName.set(name, node);
+      this.dirEntries.push({ ino, name, type: DT_REG });
     }
   }
 
   /** The directory mounted on (absolute and symlink-free once mounted). */
   get mountpoint(): string {
     return this.mounted ?? this.requested;
+  }
+
+  /** Open files (handles) the tree is keeping state for. */
+  get openFiles(): number {
+    return this.handles.size;
+  }
+
+  /** Bytes of renderings held by open files partway through a read (at most MAX_HELD_RENDERING_BYTES). */
+  get renderingBytes(): number {
+    return this.heldBytes;
+  }
+
+  /** What FUSE_INIT settled with the kernel, once mounted. */
+  get protocol(): FuseProtocolInfo | undefined {
+    return this.session?.protocol;
   }
 
   /**
@@ -177,7 +293,7 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
     return this.mounting;
   }
 
-  /** Unmount and release fuse-native's native resources. Idempotent; safe before or after mount. */
+  /** Unmount and stop serving. Idempotent; safe before or after mount. */
   close(): Promise<void> {
     this.closing ??= this.doClose();
     return this.closing;
@@ -189,60 +305,94 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
     const prepared = await prepareMountpoint(this.requested);
     for (const notice of prepared.notices) this.emit('notice', notice);
 
-    const native = loadFuseNative();
-    this.emit('notice', {
-      kind: 'libfuse-loaded',
-      source: native.libfuse.source,
-      path: native.libfuse.path,
-      message:
-        native.libfuse.source === 'system'
-          ? 'using the system libfuse.so.2'
-          : `using the libfuse.so.2 fuse-native ships (${native.libfuse.path}): the system has none`,
-    });
-
-    const SysfsFuse = sysfsFuseClass(native);
-    const fuse = new SysfsFuse(
-      prepared.path,
-      this.operations(),
-      {
-        debug: this.options.debug,
-        allowOther: true,
-        defaultPermissions: true,
-        fsname: this.options.fsName,
-        subtype: this.options.fsName,
-        // No per-request timer: every handler here answers synchronously.
-        timeout: false,
-      },
-      () => this.unmountKernel(),
-    );
-    this.fuse = fuse;
+    const fsName = this.options.fsName;
+    let fd: number;
     try {
-      await new Promise<void>((resolve, reject) => {
-        fuse.mount((err) => (err ? reject(err) : resolve()));
-      });
+      fd = openSyscall(FUSE_DEVICE, O_RDWR | O_CLOEXEC);
     } catch (err) {
-      await this.undoFailedMount(prepared.path);
+      throw new FsMountError(
+        'ENODEV_FUSE',
+        `cannot open ${FUSE_DEVICE} (${(err as Error).message}): load the FUSE module (modprobe fuse); in Docker, run with --device /dev/fuse`,
+        { cause: err },
+      );
+    }
+    try {
+      // fd=: the connection; rootmode=40000: the root is a directory; user_id/group_id: the
+      // mount's owner (root), which allow_other lets everyone else use too; default_permissions:
+      // the kernel checks each access against the modes we report (fs/fuse/inode.c
+      // fuse_parse_param). MS_NOSUID|MS_NODEV as libfuse and fusermount always mount FUSE.
+      // mount(2) does not wait for the server: the kernel queues FUSE_INIT and returns.
+      mountSyscall(fsName, prepared.path, `fuse.${fsName}`, MS_NOSUID | MS_NODEV, mountData(fd));
+    } catch (err) {
+      closeFd(fd);
       throw new FsMountError(
         'MOUNT_FAILED',
-        `mounting FUSE on ${prepared.path} failed (${(err as Error).message}; libfuse prints its reason on stderr): check dmesg and the mountpoint`,
+        `mounting FUSE on ${prepared.path} failed (${(err as Error).message}): check dmesg and the mountpoint`,
         { cause: err },
       );
     }
     this.mounted = prepared.path;
+    const session = new FuseSession(fd, this.filesystem(), {
+      maxWrite: FUSE_MAX_WRITE,
+      requestTimeoutSeconds: this.options.requestTimeoutSeconds,
+    });
+    this.session = session;
+    session.on('problem', (message, error) =>
+      this.safeEmit({ kind: 'fuse-problem', error, message }),
+    );
+    let protocol: FuseProtocolInfo;
+    try {
+      protocol = await session.init();
+    } catch (err) {
+      this.session = undefined;
+      await this.undoFailedMount(prepared.path, session);
+      throw new FsMountError(
+        err instanceof FuseInitError ? 'FUSE_PROTOCOL' : 'MOUNT_FAILED',
+        err instanceof FuseInitError
+          ? err.message
+          : `mounting FUSE on ${prepared.path} failed (${String(err)})`,
+        { cause: err },
+      );
+    }
+    const timeout =
+      protocol.requestTimeoutSeconds > 0
+        ? `request timeout ${protocol.requestTimeoutSeconds} s`
+        : protocol.kernelHasRequestTimeout
+          ? 'no request timeout'
+          : 'no request timeout (the kernel has none before Linux 6.14)';
+    this.emit('notice', {
+      kind: 'fuse-initialized',
+      protocol,
+      message: `FUSE protocol ${protocol.kernelMajor}.${protocol.minor} (the kernel's: ${protocol.kernelMajor}.${protocol.kernelMinor}), ${timeout}`,
+    });
     const ours = topMountAt(await readMountInfo(), prepared.path);
-    this.device = ours?.fsType === `fuse.${this.options.fsName}` ? ours.device : undefined;
+    this.device = ours?.fsType === `fuse.${fsName}` ? ours.device : undefined;
   }
 
   private async doClose(): Promise<void> {
     if (this.mounting !== undefined) await this.mounting.catch(() => undefined);
-    const fuse = this.fuse;
-    this.fuse = undefined;
-    if (fuse !== undefined) {
-      await new Promise<void>((resolve, reject) => {
-        fuse.close((err) => (err ? reject(err) : resolve()));
-      });
+    const session = this.session;
+    this.session = undefined;
+    if (session === undefined) return;
+    let outcome: 'unmounted' | 'detached' | 'skipped';
+    try {
+      outcome = await this.unmountKernel();
+    } catch (err) {
+      // A mount we could not end must not also keep the process alive forever; the kernel ends
+      // the connection when the process exits.
+      session.unref();
+      throw err;
     }
-    this.handles.clear();
+    if (outcome !== 'unmounted') {
+      // Still served (open files on a detached mount, or a mount covered by another): the reader
+      // goes on until the kernel ends the connection, without keeping the process alive.
+      session.unref();
+      void session.ended.then(() => this.forgetOpenFiles());
+      return;
+    }
+    // The kernel aborted the connection at unmount: the reader sees ENODEV and exits.
+    if (await session.waitForEnd(READER_STOP_MS)) this.forgetOpenFiles();
+    else void session.ended.then(() => this.forgetOpenFiles());
   }
 
   /**
@@ -250,9 +400,9 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
    * unmounted it and mounted something else there). Open files make a plain unmount fail EBUSY:
    * then detach it (MNT_DETACH); the kernel ends it when the last file is closed.
    */
-  private async unmountKernel(): Promise<void> {
+  private async unmountKernel(): Promise<'unmounted' | 'detached' | 'skipped'> {
     const mountpoint = this.mounted;
-    if (mountpoint === undefined) return;
+    if (mountpoint === undefined) return 'unmounted';
     const entries = await readMountInfo();
     const top = topMountAt(entries, mountpoint);
     const isOurs = (device: string, fsType: string): boolean =>
@@ -264,13 +414,15 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
           mountpoint,
           message: `not unmounting ${mountpoint}: another mount now covers ours; unmount both with umount -l ${mountpoint}`,
         });
+        return 'skipped';
       }
-      return;
+      return 'unmounted'; // someone else unmounted it: the connection is over
     }
     try {
       umount2(mountpoint, 0);
+      return 'unmounted';
     } catch (err) {
-      if (isSyscallError(err, 'EINVAL')) return; // no longer a mount point
+      if (isSyscallError(err, 'EINVAL')) return 'unmounted'; // no longer a mount point
       if (!isSyscallError(err, 'EBUSY')) throw err;
       umount2(mountpoint, MNT_DETACH);
       this.emit('notice', {
@@ -278,170 +430,216 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
         mountpoint,
         message: `${mountpoint} was busy (files open on it): detached it; the kernel ends it when they are closed`,
       });
+      return 'detached';
     }
   }
 
-  /** A failed mount must not leave a mount of ours behind. */
-  private async undoFailedMount(mountpoint: string): Promise<void> {
-    try {
-      this.fuse?.releaseNative();
-    } catch {
-      // Nothing was allocated.
-    }
+  /** A failed FUSE_INIT must leave neither a mount nor a reader behind. */
+  private async undoFailedMount(mountpoint: string, session: FuseSession): Promise<void> {
     try {
       const top = topMountAt(await readMountInfo(), mountpoint);
       if (top?.fsType === `fuse.${this.options.fsName}`) umount2(mountpoint, MNT_DETACH);
     } catch {
       // Best effort: the FsMountError the caller gets says what failed.
     }
+    await session.waitForEnd(READER_STOP_MS);
+    this.mounted = undefined;
   }
 
   // -------------------------------------------------------------------------------------------
-  // FUSE operations. Each runs on the JS thread and answers synchronously; none may throw into
-  // fuse-native (an exception there is an uncaught exception: the daemon would die on user input).
+  // FUSE requests. Each runs on the JS thread and answers synchronously; an exception becomes
+  // EIO for that request (FuseSession), never a crash on user input.
 
-  private operations(): Fuse.Operations {
+  private filesystem(): FuseFilesystem {
     return {
-      getattr: (path, cb) =>
-        this.guard(
-          'getattr',
-          path,
-          () => cb(-E.EIO),
-          () => {
-            if (path === '/') cb(0, this.rootStat);
-            else if (this.fileStats.has(path)) cb(0, this.fileStats.get(path));
-            else cb(-E.ENOENT);
-          },
-        ),
-      readdir: (path, cb) =>
-        this.guard(
-          'readdir',
-          path,
-          () => cb(-E.EIO),
-          () => {
-            if (path === '/') cb(0, ['.', '..', ...[...this.files.values()].map((f) => f.name)]);
-            else cb(this.files.has(path) ? -E.ENOTDIR : -E.ENOENT);
-          },
-        ),
-      open: (path, _flags, cb) =>
-        this.guard(
-          'open',
-          path,
-          () => cb(-E.EIO),
-          () => {
-            if (!this.files.has(path)) return cb(path === '/' ? -E.EISDIR : -E.ENOENT);
-            const fh = this.allocateHandle();
-            this.handles.set(fh, { path, rendering: undefined });
-            cb(0, fh);
-          },
-        ),
-      release: (path, fd, cb) =>
-        this.guard(
-          'release',
-          path,
-          () => cb(0),
-          () => {
-            this.handles.delete(fd);
-            cb(0);
-          },
-        ),
-      read: (path, fd, buffer, length, position, cb) =>
-        this.guard(
-          'read',
-          path,
-          () => cb(-E.EIO),
-          () => cb(this.read(path, fd, buffer, length, position)),
-        ),
-      write: (path, fd, buffer, length, _position, cb) =>
-        this.guard(
-          'write',
-          path,
-          () => cb(-E.EIO),
-          () => cb(this.write(path, fd, buffer, length)),
-        ),
-      truncate: (path, _size, cb) => cb(this.existing(path, 0)),
-      ftruncate: (path, _fd, _size, cb) => cb(this.existing(path, 0)),
-      utimens: (path, _atime, _mtime, cb) => cb(this.existing(path, 0)),
-      chmod: (path, _mode, cb) => cb(this.existing(path, -E.EPERM)),
-      chown: (path, _uid, _gid, cb) => cb(this.existing(path, -E.EPERM)),
-      // lookup_open() answers EACCES when a directory has no ->create (fs/namei.c), as on /sys.
-      create: (_path, _mode, cb) => cb(-E.EACCES),
-      // vfs_mknod/unlink/link/symlink answer EPERM without the op; kernfs mkdir/rmdir/rename too.
-      mknod: (_path, _mode, _dev, cb) => cb(-E.EPERM),
-      unlink: (_path, cb) => cb(-E.EPERM),
-      rename: (_src, _dest, cb) => cb(-E.EPERM),
-      link: (_src, _dest, cb) => cb(-E.EPERM),
-      symlink: (_src, _dest, cb) => cb(-E.EPERM),
-      mkdir: (_path, _mode, cb) => cb(-E.EPERM),
-      rmdir: (_path, cb) => cb(-E.EPERM),
+      handle: (request) => {
+        const answer = this.handle(request);
+        if (this.options.debug) this.debugNotice(request, answer);
+        return answer;
+      },
     };
   }
 
-  /** `result` for the root and the files, ENOENT for anything else. */
-  private existing(path: string, result: number): number {
-    return path === '/' || this.files.has(path) ? result : -E.ENOENT;
+  private handle({ header, body }: FuseRequest): FuseReply {
+    const nodeid = Number(header.nodeid);
+    const isRoot = nodeid === FUSE_ROOT_ID;
+    const node = this.nodes.get(nodeid);
+    const exists = isRoot || node !== undefined;
+    switch (header.opcode) {
+      case Opcode.LOOKUP: {
+        if (!isRoot) return { errno: exists ? Errno.ENOTDIR : Errno.ENOENT };
+        const nul = body.indexOf(0);
+        const found = this.byName.get(body.toString('utf8', 0, nul < 0 ? body.length : nul));
+        if (found === undefined) return { errno: Errno.ENOENT };
+        return { body: encodeEntryOut(found.attr.ino, found.attr, ATTR_VALID_SECONDS) };
+      }
+      case Opcode.GETATTR: {
+        const attr = isRoot ? this.rootAttr : node?.attr;
+        if (attr === undefined) return { errno: Errno.ENOENT };
+        return { body: encodeAttrOut(attr, ATTR_VALID_SECONDS) };
+      }
+      case Opcode.SETATTR:
+        return this.setattr(isRoot ? this.rootAttr : node?.attr, body);
+      case Opcode.ACCESS:
+        // Only sent without default_permissions (fs/fuse/dir.c fuse_permission); the kernel has
+        // checked the modes already.
+        return exists ? { body: Buffer.alloc(0) } : { errno: Errno.ENOENT };
+      case Opcode.OPEN: {
+        if (node === undefined) return { errno: isRoot ? Errno.EISDIR : Errno.ENOENT };
+        const fh = ++this.lastHandle;
+        this.handles.set(fh, { node, rendering: undefined, finishedLength: -1 });
+        return { body: encodeOpenOut(fh, FOPEN_DIRECT_IO) };
+      }
+      case Opcode.READ:
+        if (node === undefined) return { errno: isRoot ? Errno.EISDIR : Errno.ENOENT };
+        return this.read(node, body);
+      case Opcode.WRITE:
+        if (node === undefined) return { errno: isRoot ? Errno.EISDIR : Errno.ENOENT };
+        return this.write(node, body, { pid: header.pid, uid: header.uid, gid: header.gid });
+      case Opcode.FLUSH:
+      case Opcode.RELEASEDIR:
+        return { body: Buffer.alloc(0) };
+      case Opcode.RELEASE: {
+        const fh = Number(body.readBigUInt64LE(RELEASE_IN.FH));
+        const open = this.handles.get(fh);
+        if (open !== undefined) this.dropRendering(open, -1);
+        this.handles.delete(fh);
+        return { body: Buffer.alloc(0) };
+      }
+      case Opcode.OPENDIR:
+        if (!isRoot) return { errno: exists ? Errno.ENOTDIR : Errno.ENOENT };
+        return { body: encodeOpenOut(0, 0) };
+      case Opcode.READDIR: {
+        if (!isRoot) return { errno: exists ? Errno.ENOTDIR : Errno.ENOENT };
+        const offset = Number(body.readBigUInt64LE(READ_IN.OFFSET));
+        const size = body.readUInt32LE(READ_IN.SIZE_);
+        return { body: encodeDirents(this.dirEntries, offset, size) };
+      }
+      case Opcode.STATFS:
+        // statfs(2) on /sys: no blocks, no inodes, 4096-byte blocks, 255-byte names.
+        return { body: encodeStatfsOut({ bsize: SYSFS_PAGE_SIZE, namelen: 255 }) };
+      case Opcode.CREATE:
+        // lookup_open() answers EACCES when a directory has no ->create (fs/namei.c), as on
+        // /sys. Answering ENOSYS would make the kernel fall back to MKNOD (fuse_atomic_open).
+        return { errno: Errno.EACCES };
+      case Opcode.MKNOD:
+      case Opcode.MKDIR:
+      case Opcode.UNLINK:
+      case Opcode.RMDIR:
+      case Opcode.RENAME:
+      case Opcode.RENAME2:
+      case Opcode.LINK:
+      case Opcode.SYMLINK:
+      case Opcode.SETXATTR:
+        // vfs_mknod/unlink/link/symlink answer EPERM without the op; kernfs mkdir/rmdir/rename
+        // and setting an xattr on a sysfs file as well.
+        return { errno: Errno.EPERM };
+      default:
+        // FSYNC, GETXATTR, LISTXATTR, ...: the kernel remembers ENOSYS and answers itself.
+        return { errno: Errno.ENOSYS };
+    }
   }
 
-  private read(path: string, fh: number, buffer: Buffer, length: number, position: number): number {
-    const file = this.files.get(path);
-    if (file === undefined) return -E.ENOENT;
-    const open = this.handles.get(fh);
-    let rendering = open?.path === path ? open.rendering : undefined;
-    if (position === 0 || rendering === undefined) {
+  private setattr(attr: Attr | undefined, body: Buffer): FuseReply {
+    if (attr === undefined) return { errno: Errno.ENOENT };
+    const valid = body.readUInt32LE(SETATTR_IN.VALID);
+    // chmod/chown: EPERM, as kernfs for root (non-root callers are refused by the kernel already,
+    // default_permissions). Size (truncate, O_TRUNC) and times (touch) succeed and change nothing.
+    if ((valid & (Fattr.MODE | Fattr.UID | Fattr.GID)) !== 0) return { errno: Errno.EPERM };
+    return { body: encodeAttrOut(attr, ATTR_VALID_SECONDS) };
+  }
+
+  private read(node: FileNode, body: Buffer): FuseReply {
+    const open = this.handles.get(Number(body.readBigUInt64LE(READ_IN.FH)));
+    const offset = Number(body.readBigUInt64LE(READ_IN.OFFSET));
+    const size = body.readUInt32LE(READ_IN.SIZE_);
+    const state: OpenFile =
+      open?.node === node ? open : { node, rendering: undefined, finishedLength: -1 };
+    if (offset !== 0 && state.rendering === undefined && state.finishedLength >= 0) {
+      // Past the end of a rendering read to its end: EOF, as it would have been.
+      if (offset >= state.finishedLength) return { body: Buffer.alloc(0) };
+    }
+    let rendering = state.rendering;
+    if (offset === 0 || rendering === undefined) {
       let text: string;
       try {
-        text = file.attribute.show();
+        text = node.attribute.show();
       } catch (error) {
-        this.attributeFailed(file.name, 'show', error);
-        return -E.EIO;
+        this.attributeFailed(node.name, 'show', error);
+        return { errno: Errno.EIO };
       }
-      rendering = Buffer.from(text, 'latin1').subarray(0, SHOW_MAX_BYTES);
-      if (open !== undefined && open.path === path) open.rendering = rendering;
+      // latin1 is one byte per char: cutting the text cuts the bytes, and nothing larger is kept.
+      rendering = Buffer.from(text.slice(0, SHOW_MAX_BYTES), 'latin1');
     }
-    if (position >= rendering.length) return 0;
-    // `buffer` is the request's own memory, valid only until we answer: copy now.
-    return rendering.copy(buffer, 0, position, Math.min(rendering.length, position + length));
+    const end = Math.min(rendering.length, offset + size);
+    // A copy: the reply must not pin the rendering, which may be dropped now.
+    const out = offset < end ? Buffer.from(rendering.subarray(offset, end)) : Buffer.alloc(0);
+    if (end >= rendering.length) this.dropRendering(state, rendering.length);
+    // Kept only for a handle of ours (an unknown fh has nowhere to keep it).
+    else if (state === open && state.rendering !== rendering) this.holdRendering(state, rendering);
+    return { body: out };
   }
 
-  private write(path: string, fh: number, buffer: Buffer, length: number): number {
-    const file = this.files.get(path);
-    if (file === undefined) return -E.ENOENT;
-    const considered = buffer.subarray(0, Math.min(length, STORE_MAX_BYTES));
+  private write(node: FileNode, body: Buffer, caller: Caller): FuseReply {
+    const size = body.readUInt32LE(WRITE_IN.SIZE_);
+    const data = body.subarray(WRITE_IN.SIZE, WRITE_IN.SIZE + size);
+    const considered = data.subarray(0, Math.min(data.length, STORE_MAX_BYTES));
     const nul = considered.indexOf(0);
     const text = considered.toString('latin1', 0, nul < 0 ? considered.length : nul);
     let outcome: StoreOutcome;
     try {
-      outcome = file.attribute.store(text);
+      outcome = node.attribute.store(text, caller);
     } catch (error) {
-      this.attributeFailed(file.name, 'store', error);
-      return -E.EIO;
+      this.attributeFailed(node.name, 'store', error);
+      return { errno: Errno.EIO };
     }
-    const open = this.handles.get(fh);
-    if (open !== undefined) open.rendering = undefined;
-    if (outcome === 'accepted') return text.length;
-    return outcome === 'rejected' ? -E.EINVAL : -Errno[outcome.errno];
+    const open = this.handles.get(Number(body.readBigUInt64LE(WRITE_IN.FH)));
+    if (open !== undefined) this.dropRendering(open, -1);
+    if (outcome === 'rejected') return { errno: Errno.EINVAL };
+    if (outcome !== 'accepted') return { errno: Errno[outcome.errno] };
+    // strlen, except that an empty string consumes what was offered (see the header comment).
+    return { body: encodeWriteOut(text.length > 0 ? text.length : considered.length) };
   }
 
-  private allocateHandle(): number {
-    do {
-      this.lastHandle = this.lastHandle >= MAX_HANDLE ? 1 : this.lastHandle + 1;
-    } while (this.handles.has(this.lastHandle));
-    return this.lastHandle;
+  private forgetOpenFiles(): void {
+    this.handles.clear();
+    this.held.clear();
+    this.heldBytes = 0;
   }
 
-  private guard(operation: string, path: string, fail: () => void, body: () => void): void {
-    try {
-      body();
-    } catch (error) {
-      this.safeEmit({
-        kind: 'operation-failed',
-        operation,
-        path,
-        error,
-        message: `FUSE ${operation} of ${path} failed: ${String(error)}`,
-      });
-      fail();
+  /** Keep `rendering` for `state`, newest; drop the oldest held renderings past the cap. */
+  private holdRendering(state: OpenFile, rendering: Buffer): void {
+    this.dropRendering(state, -1);
+    state.rendering = rendering;
+    this.held.set(state, rendering.length);
+    this.heldBytes += rendering.length;
+    for (const [oldest] of this.held) {
+      if (this.heldBytes <= MAX_HELD_RENDERING_BYTES) break;
+      this.dropRendering(oldest, -1);
     }
+  }
+
+  /** Forget `state`'s rendering; `finishedLength` is its length if read to the end, else -1. */
+  private dropRendering(state: OpenFile, finishedLength: number): void {
+    const bytes = this.held.get(state);
+    if (bytes !== undefined) {
+      this.held.delete(state);
+      this.heldBytes -= bytes;
+    }
+    state.rendering = undefined;
+    state.finishedLength = finishedLength;
+  }
+
+  private debugNotice(request: FuseRequest, answer: FuseReply): void {
+    const { header } = request;
+    const result = 'errno' in answer ? `errno ${answer.errno}` : `${answer.body.length} bytes`;
+    this.safeEmit({
+      kind: 'fuse-request',
+      opcode: header.opcode,
+      nodeid: Number(header.nodeid),
+      caller: { pid: header.pid, uid: header.uid, gid: header.gid },
+      message: `FUSE opcode ${header.opcode} node ${header.nodeid} from pid ${header.pid} uid ${header.uid}: ${result}`,
+    });
   }
 
   private attributeFailed(file: string, operation: 'show' | 'store', error: unknown): void {
@@ -454,7 +652,7 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
     });
   }
 
-  /** Emit from inside a FUSE operation: a throwing listener must not escape into fuse-native. */
+  /** Emit from inside a request: a throwing listener must not turn into the caller's EIO. */
   private safeEmit(notice: AttributeFsNotice): void {
     try {
       this.emit('notice', notice);
@@ -462,52 +660,4 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
       // Nothing more we can do for a listener that throws while we report a failure.
     }
   }
-}
-
-/**
- * fuse-native's Fuse with two changes:
- * - `_fuseOptions()` appends FUSE_MOUNT_OPTIONS (index.js has no way to pass them);
- * - `_close()` unmounts with umount2 instead of running `fusermount -uz` (absent on a fresh
- *   machine), then calls fuse_native_unmount, which only uv_unref()s the mount's async handle so
- *   the loop can exit. The native FUSE thread ends on its own once the kernel aborts the
- *   connection at unmount: fuse_loop_mt() returns, fuse_kern_unmount() sees POLLERR and just
- *   closes /dev/fuse, fuse_destroy() frees the session.
- */
-function sysfsFuseClass(native: LoadedFuseNative) {
-  return class SysfsFuse extends native.Fuse {
-    constructor(
-      mnt: string,
-      ops: Fuse.Operations,
-      opts: Fuse.Options,
-      private readonly unmountKernel: () => Promise<void>,
-    ) {
-      super(mnt, ops, opts);
-    }
-
-    protected override _fuseOptions(): string {
-      const base = super._fuseOptions();
-      const extra = FUSE_MOUNT_OPTIONS.join(',');
-      return base === '' ? `-o${extra}` : `${base},${extra}`;
-    }
-
-    /** Let the event loop exit: uv_unref the mount's async handle (safe after a failed mount). */
-    releaseNative(): void {
-      if (this._thread !== null) native.binding.fuse_native_unmount(this.mnt, this._thread);
-    }
-
-    protected override _close(cb: (err: Error | null) => void): void {
-      const release = (failure: unknown): void => {
-        // Release even when unmounting failed: a mount we could not end must not also keep the
-        // process alive forever; the kernel ends it when the process exits.
-        try {
-          this.releaseNative();
-        } catch (err) {
-          failure ??= err;
-        }
-        if (failure === undefined) cb(null);
-        else cb(failure instanceof Error ? failure : new Error(String(failure)));
-      };
-      this.unmountKernel().then(() => release(undefined), release);
-    }
-  };
 }

@@ -7,20 +7,20 @@ export type FsMountErrorCode =
   | 'NOT_ROOT'
   /** /dev/fuse is missing, not a character device, or cannot be opened. */
   | 'ENODEV_FUSE'
-  /** Neither the system's libfuse.so.2 nor the copy fuse-native ships could be loaded. */
-  | 'LIBFUSE_MISSING'
   /** The mountpoint (or one of its parents) exists and is not a directory. */
   | 'NOT_A_DIRECTORY'
   /** Something live is already mounted on the mountpoint. */
   | 'MOUNTPOINT_BUSY'
   /** The mountpoint directory has entries that the mount would hide. */
   | 'MOUNTPOINT_NOT_EMPTY'
-  /** The mountpoint cannot be inspected or created (EACCES, EROFS, ...). */
+  /** The mountpoint cannot be inspected or created (EACCES, EROFS: a read-only filesystem, ...). */
   | 'MOUNTPOINT_UNUSABLE'
   /** A stale FUSE mount was found and could not be detached. */
   | 'STALE_MOUNT'
-  /** libfuse refused to mount (its own explanation is on stderr). */
+  /** mount(2) failed, or the connection ended before FUSE_INIT. */
   | 'MOUNT_FAILED'
+  /** The kernel's FUSE protocol is too old (FUSE_INIT refused). */
+  | 'FUSE_PROTOCOL'
   /** mount() after close(). */
   | 'CLOSED';
 

@@ -1,12 +1,14 @@
 /**
- * The FUSE tree: a generic sysfs-like filesystem of show()/store() attributes on fuse-native.
- * Knows FUSE and nothing of netlink or the relay.
+ * The FUSE tree: a generic sysfs-like filesystem of show()/store() attributes, served over the
+ * kernel's FUSE protocol by TypeScript (no libfuse). Knows FUSE and nothing of netlink or the relay.
  */
 export type { Attribute, Caller, StoreErrno, StoreFailure, StoreOutcome } from './attribute';
 export {
   AttributeFs,
+  DEFAULT_FILE_MODE,
+  DEFAULT_REQUEST_TIMEOUT_SECONDS,
   FUSE_MAX_WRITE,
-  FUSE_MOUNT_OPTIONS,
+  MAX_HELD_RENDERING_BYTES,
   SHOW_MAX_BYTES,
   STORE_MAX_BYTES,
   SYSFS_PAGE_SIZE,
@@ -16,3 +18,4 @@ export {
 } from './attributeFs';
 export { FsMountError, type FsMountErrorCode } from './errors';
 export { checkFuseDevice, checkRoot, prepareMountpoint, type MountpointNotice } from './preflight';
+export type { FuseProtocolInfo } from './fuseSession';

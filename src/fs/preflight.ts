@@ -1,7 +1,6 @@
 /**
  * Start-up checks, all asynchronous: each failure a user can hit becomes one FsMountError line that
- * says what is wrong and what to do, instead of libfuse's stderr chatter and fuse-native's
- * "fuse failed".
+ * says what is wrong and what to do, instead of a bare errno from mount(2).
  */
 import type { Stats } from 'node:fs';
 import { lstat, mkdir, open, opendir, realpath, stat, statfs } from 'node:fs/promises';
@@ -202,13 +201,45 @@ function busy(target: string, top: MountInfoEntry, hung: boolean): FsMountError 
   );
 }
 
+/**
+ * mkdir -p, one component at a time. Not mkdir({ recursive: true }): Node's recursive mkdir
+ * reports a read-only filesystem as ENOENT (it takes any failure of a missing path's parent
+ * chain for "no such directory"), so a user would be told the path does not exist instead of
+ * EROFS. A plain mkdir(2) of each missing component gets the kernel's own errno.
+ */
 async function createDirectory(target: string): Promise<void> {
-  try {
-    await mkdir(target, { recursive: true, mode: 0o755 });
-  } catch (err) {
-    const code = errnoCode(err);
-    if (code === 'ENOTDIR' || code === 'EEXIST') throw parentNotDirectory(target, err);
-    throw unusable(target, 'mkdir', err);
+  const missing: string[] = [];
+  let existing = target;
+  for (;;) {
+    try {
+      await lstat(existing);
+      break;
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === 'ENOTDIR') throw parentNotDirectory(target, err);
+      if (code !== 'ENOENT' || path.dirname(existing) === existing) {
+        throw unusable(existing, 'lstat', err);
+      }
+      missing.unshift(existing);
+      existing = path.dirname(existing);
+    }
+  }
+  for (const dir of missing) {
+    try {
+      await mkdir(dir, { mode: 0o755 });
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === 'EEXIST') continue; // made meanwhile; lstat in the next round judges it
+      if (code === 'ENOTDIR') throw parentNotDirectory(target, err);
+      if (code === 'EROFS') {
+        throw new FsMountError(
+          'MOUNTPOINT_UNUSABLE',
+          `cannot create mountpoint ${target}: ${path.dirname(dir)} is on a read-only filesystem (EROFS): create the directory while it is writable, or choose a mountpoint on a writable filesystem`,
+          { cause: err },
+        );
+      }
+      throw unusable(target, 'mkdir', err);
+    }
   }
 }
 

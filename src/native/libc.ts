@@ -58,9 +58,15 @@ export const Errno = {
   EAGAIN: 11,
   ENOMEM: 12,
   EACCES: 13,
+  ENODEV: 19,
+  ENOTDIR: 20,
+  EISDIR: 21,
   EINVAL: 22,
   EMFILE: 24,
   ENOSPC: 28,
+  EROFS: 30,
+  ENOSYS: 38,
+  EPROTO: 71,
   ENOBUFS: 105,
   /** Not in Node's os.constants.errno. */
   ESHUTDOWN: 108,
@@ -84,6 +90,7 @@ const c = {
   sendto: libc.func(
     'long sendto(int fd, void *buf, size_t len, int flags, void *addr, uint32_t addrlen)',
   ),
+  socketpair: libc.func('int socketpair(int domain, int type, int protocol, _Out_ int *sv)'),
   close: libc.func('int close(int fd)'),
   read: libc.func('long read(int fd, void *buf, size_t count)'),
   write: libc.func('long write(int fd, void *buf, size_t count)'),
@@ -95,6 +102,11 @@ const c = {
     'int pidfd_send_signal(int pidfd, int sig, void *info, uint32_t flags)',
   ),
   umount2: libc.func('int umount2(const char *target, int flags)'),
+  mount: libc.func(
+    'int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)',
+  ),
+  // open(2) is variadic in C: the mode travels as a variadic argument (koffi passes its type).
+  open: libc.func('int open(const char *path, int flags, ...)'),
   unshare: libc.func('int unshare(int flags)'),
   gettid: libc.func('int gettid()'),
   // sighandler_t signal(int, sighandler_t): the handler is a pointer; only SIG_DFL (0) and
@@ -190,6 +202,15 @@ export function getsockoptBuffer(fd: number, level: number, optname: number, out
   return len[0];
 }
 
+export const SOCK_SEQPACKET = 5;
+
+/** socketpair(2); returns both fds. */
+export function socketpair(domain: number, type: number, protocol: number): [number, number] {
+  const sv = [0, 0];
+  check('socketpair', c.socketpair(domain, type, protocol, sv));
+  return [sv[0], sv[1]];
+}
+
 export function close(fd: number): void {
   check('close', c.close(fd));
 }
@@ -207,6 +228,39 @@ export function read(fd: number, buf: Buffer): number {
 
 export function write(fd: number, buf: Buffer): number {
   return check('write', c.write(fd, buf, buf.length));
+}
+
+/**
+ * read(2) for a loop that expects some failures as outcomes: returns the count, or -errno for
+ * EINTR, EAGAIN, ENOENT and ENODEV (on /dev/fuse: interrupted, nothing yet, a request that went
+ * away before it could be read, the connection ended); throws for anything else.
+ */
+export function readOrErrno(fd: number, buf: Buffer): number {
+  const n = Number(c.read(fd, buf, buf.length));
+  if (n >= 0) return n;
+  const e = koffi.errno();
+  if (e === Errno.EINTR || e === Errno.EAGAIN || e === Errno.ENOENT || e === Errno.ENODEV) {
+    return -e;
+  }
+  throw syscallError('read', e);
+}
+
+/**
+ * write(2) of the whole buffer in one call, returning the count or -errno instead of throwing:
+ * on /dev/fuse, ENOENT (the request was interrupted or aborted meanwhile) and ENODEV (the
+ * connection ended) are ordinary outcomes for a reply.
+ */
+export function writeOrErrno(fd: number, buf: Buffer): number {
+  const n = Number(c.write(fd, buf, buf.length));
+  return n >= 0 ? n : -koffi.errno();
+}
+
+export const O_RDWR = 0o2;
+export const O_CLOEXEC = 0o2000000;
+
+/** open(2); returns the fd. */
+export function open(path: string, flags: number, mode = 0): number {
+  return check('open', c.open(path, flags, 'uint32_t', mode), path);
 }
 
 /**
@@ -321,17 +375,20 @@ export function umount2(target: string, flags: number): void {
   check('umount2', c.umount2(target, flags), target);
 }
 
-export function unshare(flags: number): void {
-  check('unshare', c.unshare(flags));
+export const MS_NOSUID = 2;
+export const MS_NODEV = 4;
+
+/** mount(2). `data` is the filesystem's option string (for FUSE: fd=N,rootmode=...). */
+export function mount(
+  source: string,
+  target: string,
+  fstype: string,
+  flags: number,
+  data: string,
+): void {
+  check('mount', c.mount(source, target, fstype, flags, data), target);
 }
 
-// ---------------------------------------------------------------------------------------------
-// Shared libraries
-
-/**
- * dlopen a shared library with global visibility, so that a native addon loaded afterwards
- * (fuse-native's binding needs libfuse.so.2) resolves its symbols against it.
- */
-export function loadSharedLibrary(path: string): void {
-  koffi.load(path, { global: true });
+export function unshare(flags: number): void {
+  check('unshare', c.unshare(flags));
 }

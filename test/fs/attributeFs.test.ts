@@ -217,8 +217,20 @@ describe('writes', () => {
 
   test('the text is cut at the first NUL and the write returns strlen: "12\\0ab" returns 2', async () => {
     expect(await writeOnce('counter', Buffer.from('12\0ab', 'latin1'))).toBe(2);
-    expect(await writeOnce('counter', Buffer.from('\0abc', 'latin1'))).toBe(0);
-    expect(counter.stores).toEqual(['12', '']);
+    expect(counter.stores).toEqual(['12']);
+  });
+
+  test('a write whose string is empty consumes every byte it offered (a 0 return would make write-all loops spin)', async () => {
+    expect(await writeOnce('counter', Buffer.from('\0abc', 'latin1'))).toBe(4);
+    expect(await writeOnce('counter', Buffer.from('\0', 'latin1'))).toBe(1);
+    // Past 4095 bytes only the considered bytes are consumed, so the next chunk is a new write.
+    expect(await writeOnce('counter', Buffer.alloc(5000))).toBe(4095);
+    expect(counter.stores).toEqual(['', '', '']);
+    // What a shell's printf and stdio do: loop until every byte is written. They finish.
+    const shell = await run('bash', ['-c', `printf '%s\\0' '' > ${file('counter')}; echo done`]);
+    expect(shell.stdout).toBe('done\n');
+    expect(shell.code).toBe(0);
+    expect(counter.stores).toEqual(['', '', '', '']);
   });
 
   test('bytes are decoded as latin1, one char per byte', async () => {

@@ -1,5 +1,5 @@
 /**
- * Helpers for tests that mount real FUSE trees. The FUSE server of an AttributeFs runs on this
+ * Helpers for tests that mount real FUSE trees. The FUSE server of an AttributeFs answers on this
  * process's JS thread, so everything here that may touch a mount is asynchronous (threadpool or
  * child process): a synchronous fs call on our own mount would deadlock.
  */
@@ -51,7 +51,7 @@ export async function procMountPoints(): Promise<string[]> {
     .map((line) => line.split(' ')[1].replace(/\\040/g, ' '));
 }
 
-/** How many fds of this process are open on /dev/fuse (one per live fuse-native mount). */
+/** How many fds of this process are open on /dev/fuse (one per live mount served here). */
 export async function devFuseFdCount(): Promise<number> {
   const fds = await readdir('/proc/self/fd');
   let count = 0;
@@ -84,10 +84,10 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Run a program to completion; never throws for a non-zero exit. */
-export function run(file: string, args: readonly string[]): Promise<RunResult> {
+/** Run a program to completion (killed after `timeoutMs`); never throws for a non-zero exit. */
+export function run(file: string, args: readonly string[], timeoutMs = 30000): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    execFile(file, args, { encoding: 'latin1', timeout: 30000 }, (err, stdout, stderr) => {
+    execFile(file, args, { encoding: 'latin1', timeout: timeoutMs }, (err, stdout, stderr) => {
       if (err === null) resolve({ code: 0, stdout, stderr });
       else if (typeof err.code === 'number') resolve({ code: err.code, stdout, stderr });
       else if (err.signal) resolve({ code: null, stdout, stderr });
@@ -128,36 +128,83 @@ export class RecordingAttribute implements Attribute {
 export interface MountChild {
   child: ChildProcess;
   /** The first JSON line the child printed. */
-  status: { mounted?: string; error?: string; message?: string };
+  status: {
+    mounted?: string;
+    error?: string;
+    message?: string;
+    protocol?: { minor: number; requestTimeoutSeconds: number; kernelHasRequestTimeout: boolean };
+  };
+  /** The next JSON line the child prints (rejects if it exits first). */
+  nextLine(): Promise<Record<string, unknown>>;
 }
 
-export function startMountChild(mountpoint: string, user?: string): Promise<MountChild> {
+export interface MountChildOptions {
+  user?: string;
+  /** requestTimeoutSeconds of the child's tree. */
+  requestTimeoutSeconds?: number;
+  /** Run node with --expose-gc, so the SIGUSR2 statistics come after a collection. */
+  exposeGc?: boolean;
+}
+
+export function startMountChild(
+  mountpoint: string,
+  userOrOptions?: string | MountChildOptions,
+): Promise<MountChild> {
+  const options: MountChildOptions =
+    typeof userOrOptions === 'string' ? { user: userOrOptions } : (userOrOptions ?? {});
   const node = process.execPath;
-  const args = ['-r', REGISTER_TS, MOUNT_CHILD, mountpoint];
+  const args = [
+    ...(options.exposeGc === true ? ['--expose-gc'] : []),
+    '-r',
+    REGISTER_TS,
+    MOUNT_CHILD,
+    mountpoint,
+    ...(options.requestTimeoutSeconds === undefined ? [] : [String(options.requestTimeoutSeconds)]),
+  ];
   const child =
-    user === undefined
+    options.user === undefined
       ? spawn(node, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] })
-      : spawn('runuser', ['-u', user, '--', node, ...args], {
+      : spawn('runuser', ['-u', options.user, '--', node, ...args], {
           cwd: REPO,
           stdio: ['ignore', 'pipe', 'pipe'],
         });
+  const lines: string[] = [];
+  const waiting: ((line: string | undefined) => void)[] = [];
+  let partial = '';
+  let err = '';
+  let exited = false;
+  child.stderr?.on('data', (chunk: Buffer) => (err += chunk.toString()));
+  child.stdout?.on('data', (chunk: Buffer) => {
+    partial += chunk.toString();
+    for (let nl = partial.indexOf('\n'); nl >= 0; nl = partial.indexOf('\n')) {
+      const line = partial.slice(0, nl);
+      partial = partial.slice(nl + 1);
+      const waiter = waiting.shift();
+      if (waiter !== undefined) waiter(line);
+      else lines.push(line);
+    }
+  });
+  child.once('exit', () => {
+    exited = true;
+    for (const waiter of waiting.splice(0)) waiter(undefined);
+  });
+  const nextLine = (): Promise<Record<string, unknown>> =>
+    new Promise((resolve, reject) => {
+      const take = (line: string | undefined): void => {
+        if (line === undefined) reject(new Error(`mount child exited: ${err}`));
+        else resolve(JSON.parse(line) as Record<string, unknown>);
+      };
+      const queued = lines.shift();
+      if (queued !== undefined) take(queued);
+      else if (exited) take(undefined);
+      else waiting.push(take);
+    });
   return new Promise((resolve, reject) => {
-    let out = '';
-    let err = '';
-    child.stderr?.on('data', (chunk: Buffer) => (err += chunk.toString()));
-    child.stdout?.on('data', (chunk: Buffer) => {
-      out += chunk.toString();
-      const newline = out.indexOf('\n');
-      if (newline >= 0) {
-        resolve({ child, status: JSON.parse(out.slice(0, newline)) as MountChild['status'] });
-      }
-    });
     child.once('error', reject);
-    child.once('exit', (code, signal) => {
-      if (!out.includes('\n')) {
-        reject(new Error(`mount child exited (${code ?? signal}) before reporting: ${err}`));
-      }
-    });
+    nextLine().then(
+      (status) => resolve({ child, status: status as MountChild['status'], nextLine }),
+      (e: unknown) => reject(new Error(`mount child exited before reporting: ${String(e)}`)),
+    );
   });
 }
 

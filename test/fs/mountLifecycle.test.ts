@@ -150,6 +150,19 @@ describe('the mountpoint', () => {
     await tree.close();
   });
 
+  test('a missing mountpoint on a read-only filesystem says EROFS, not ENOENT', async () => {
+    const readOnly = path.join(base, 'read-only');
+    await mkdir(readOnly);
+    expect((await run('mount', ['-t', 'tmpfs', '-o', 'ro', 'tmpfs', readOnly])).code).toBe(0);
+    for (const mountpoint of [path.join(readOnly, 'tree'), path.join(readOnly, 'deep/er/tree')]) {
+      const err = await mountError(makeTree(mountpoint).mount());
+      expect(err.code).toBe('MOUNTPOINT_UNUSABLE');
+      expect(err.message).toMatch(/is on a read-only filesystem \(EROFS\)/);
+      expect(err.message).not.toMatch(/ENOENT/);
+    }
+    // (removeTree in afterAll unmounts the tmpfs.)
+  });
+
   test('a symlink is followed to its directory', async () => {
     const target = path.join(base, 'real');
     await mkdir(target);
@@ -188,7 +201,7 @@ describe('the mountpoint', () => {
 });
 
 describe('close()', () => {
-  test("unmounts, is idempotent, releases fuse-native's /dev/fuse fd; mount() afterwards is refused", async () => {
+  test('unmounts, is idempotent, releases its /dev/fuse fd; mount() afterwards is refused', async () => {
     const mountpoint = path.join(base, 'closing');
     const tree = makeTree(mountpoint);
     await tree.mount();

@@ -1,0 +1,63 @@
+/**
+ * The FUSE request reader, run in a worker thread: a blocking read(2) loop on /dev/fuse that
+ * hands each request to the main thread (transferred, not copied again), so that a busy or slow
+ * main thread never stops the kernel's requests from being taken off the device, and the main
+ * thread never blocks in read(2).
+ *
+ * One read(2) returns exactly one request (fs/fuse/dev.c fuse_dev_do_read). The loop ends when
+ * the connection does: read(2) fails ENODEV once the mount is gone and every open file on it is
+ * closed (fuse_abort_conn / fuse_conn_destroy), and then the worker exits; the main thread owns
+ * the fd and closes it after the worker's 'ended'.
+ */
+import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import { Errno, readOrErrno } from '../native/libc';
+
+export const FUSE_READER_ROLE = 'relayfork-fuse-reader';
+
+/** What FuseSession passes as workerData. */
+export interface FuseReaderData {
+  role: typeof FUSE_READER_ROLE;
+  /** The /dev/fuse fd of the mount (owned by the main thread). */
+  fd: number;
+  /** read(2) buffer size: at least FUSE_MIN_READ_BUFFER and a WRITE of max_write bytes. */
+  bufferBytes: number;
+}
+
+/** Messages from the reader to the main thread. */
+export type FuseReaderMessage =
+  | { type: 'request'; buffer: ArrayBuffer }
+  | { type: 'ended' }
+  | { type: 'fatal'; message: string; code?: string };
+
+export function runReader(data: FuseReaderData, port: MessagePort): void {
+  const buf = Buffer.alloc(data.bufferBytes);
+  for (;;) {
+    let n: number;
+    try {
+      n = readOrErrno(data.fd, buf);
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      port.postMessage({
+        type: 'fatal',
+        message: String(err),
+        code: typeof code === 'string' ? code : undefined,
+      } satisfies FuseReaderMessage);
+      return;
+    }
+    // ENODEV: the connection ended. 0 never comes from /dev/fuse; it is the end of a socket
+    // standing in for it (the session's tests), and must not become an endless loop.
+    if (n === -Errno.ENODEV || n === 0) {
+      port.postMessage({ type: 'ended' } satisfies FuseReaderMessage);
+      return;
+    }
+    // EINTR: a signal; ENOENT: the request was interrupted before we could read it.
+    if (n < 0) continue;
+    const request = buf.buffer.slice(buf.byteOffset, buf.byteOffset + n);
+    port.postMessage({ type: 'request', buffer: request } satisfies FuseReaderMessage, [request]);
+  }
+}
+
+const data = workerData as Partial<FuseReaderData> | null;
+if (parentPort !== null && data?.role === FUSE_READER_ROLE) {
+  runReader(data as FuseReaderData, parentPort);
+}
