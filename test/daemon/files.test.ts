@@ -7,7 +7,16 @@ import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_pro
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Daemon, ROOT, TempDir, execFileAsync, requireRootAndBuild } from './harness';
+import { once } from 'node:events';
+import readline from 'node:readline';
+import {
+  Daemon,
+  ROOT,
+  TempDir,
+  compileFixture,
+  execFileAsync,
+  requireRootAndBuild,
+} from './harness';
 
 requireRootAndBuild();
 
@@ -15,6 +24,8 @@ let tmp: TempDir;
 let daemon: Daemon;
 let strict: Daemon;
 let fsio: string;
+/** test/fixtures/ignore_rt: a threaded process that ignores every RT signal. */
+let ignoreRt: string;
 const sleepers: ChildProcess[] = [];
 
 /**
@@ -51,6 +62,7 @@ beforeAll(async () => {
     fsio,
     path.join(ROOT, 'test/fs/fixtures/fsio.c'),
   ]);
+  ignoreRt = await compileFixture('ignore_rt', tmp.path, ['-pthread']);
   [daemon, strict] = await Promise.all([
     Daemon.start(tmp.join('plain')),
     Daemon.start(tmp.join('strict'), ['--signal', '40', '--strict']),
@@ -166,12 +178,16 @@ describe('processes', () => {
   });
 
   test('a thread id is a task: it registers', async () => {
-    // node has several threads; any of them not the main one will do.
-    const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 100000)'], {
-      stdio: 'ignore',
-    });
+    // The second thread of a process that ignores the relay signal: registered, it receives a
+    // signal at every fork on the machine, which must not end it before the listing is read.
+    const child = spawn(ignoreRt, ['--thread'], { stdio: ['ignore', 'pipe', 'ignore'] });
     sleepers.push(child);
-    const tid = await waitForThread(child.pid ?? -1);
+    const [line] = (await once(readline.createInterface({ input: child.stdout! }), 'line')) as [
+      string,
+    ];
+    const tid = Number(/^ready (\d+)$/.exec(line)?.[1]);
+    expect(tid).not.toBe(child.pid);
+    expect(fs.existsSync(`/proc/${child.pid}/task/${tid}`)).toBe(true);
     expect(writeOnce(daemon.file('processes'), `${tid}`)).toBe(`${tid}`.length);
     expect(ids(daemon)).toEqual([tid]);
   });
@@ -315,19 +331,3 @@ describe('permissions: every user reads, only root writes', () => {
     expect(read(daemon.file('signal'))).toBe('40\n');
   });
 });
-
-async function waitForThread(pid: number): Promise<number> {
-  for (let i = 0; i < 200; i++) {
-    try {
-      const tids = fs
-        .readdirSync(`/proc/${pid}/task`)
-        .map(Number)
-        .filter((t) => t !== pid);
-      if (tids.length > 0) return tids[0];
-    } catch {
-      // not there yet
-    }
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`pid ${pid} has no thread besides its main one`);
-}

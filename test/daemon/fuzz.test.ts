@@ -35,7 +35,7 @@ beforeAll(async () => {
   let ignoreBin: string;
   [writerBin, ignoreBin] = await Promise.all([
     compileFixture('fuzz_writer', tmp.path),
-    compileFixture('ignore_rt', tmp.path),
+    compileFixture('ignore_rt', tmp.path, ['-pthread']),
   ]);
   pidMax = Number(fs.readFileSync('/proc/sys/kernel/pid_max', 'utf8'));
   // Registrants that survive whatever signal the fuzz sets.
@@ -116,9 +116,10 @@ class Model {
     const text = considered.toString('latin1', 0, nul < 0 ? considered.length : nul);
     const accepted = file === 'processes' ? this.storeProcesses(text) : this.storeSignal(text);
     if (!accepted && this.strict) return -EINVAL;
-    // A write whose string is empty consumes all its bytes (a 0 return makes write-all loops
-    // spin); otherwise the patch's strlen.
-    return text.length === 0 ? bytes.length : text.length;
+    // A write whose string is empty consumes the bytes offered, at most a page less one (a 0
+    // return makes write-all loops spin; a longer count would make the kernel send the rest as a
+    // second store); otherwise the patch's strlen.
+    return text.length === 0 ? considered.length : text.length;
   }
 
   private storeProcesses(text: string): boolean {
