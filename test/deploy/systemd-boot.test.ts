@@ -311,7 +311,7 @@ describe('the daemon as a service, in a pid namespace of its own', () => {
    * The daemon's one error line: the cause (the namespace) and the fix (--pid=host). Under the
    * journal it has no "<time> error:" of its own: the sd-daemon prefix <3> became PRIORITY=3.
    */
-  const NAMESPACE_ERROR = /^the proc connector.*namespace.*--pid=host/;
+  const NAMESPACE_ERROR = /proc connector.*namespace.*--pid=host/;
   /**
    * The same line as the unit's STATUS=, which `systemctl status` keeps showing once the unit has
    * failed (its journal excerpt covers only the last moments, without the daemon's line).
