@@ -99,18 +99,19 @@ class Daemon {
     });
     this.relay = relay;
 
-    // Listeners go on before open(): events of the confirmation window are relayed too.
+    // Fork events only: the receive worker relays them itself (relay.link) and sees registrants'
+    // exits on their pidfds, so no event crosses to this thread on the everyday path.
     const connector = new ProcConnector({
-      events: ['fork', 'exit'],
+      events: ['fork'],
       receiveBufferBytes: options.receiveBufferBytes,
+      relay: relay.link,
     });
     this.connector = connector;
-    connector.on('events', (batch) => relay.handleEvents(batch));
     connector.on('loss', (loss) => {
       log.warn(
         `the proc connector socket overflowed: ${loss.dropped} events lost so far (${loss.overruns} overruns); forks in them were not relayed`,
       );
-      // Exit events may be among the lost: look at every registrant's pidfd instead.
+      // Cheap insurance: every registrant's pidfd is looked at once more.
       relay.pruneExited();
     });
     connector.on('error', (err) => log.error(describeProcConnectorError(err)));
@@ -122,7 +123,7 @@ class Daemon {
       throw new Error(describeProcConnectorError(err), { cause: err });
     }
     log.info(
-      `subscribed to the proc connector (fork and exit events, ${connector.subscription} subscription); self-test passed`,
+      `subscribed to the proc connector (fork events, ${connector.subscription} subscription); self-test passed`,
     );
 
     const tree = new AttributeFs(

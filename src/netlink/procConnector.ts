@@ -12,9 +12,13 @@
  *   await connector.close();     // unsubscribed, worker stopped, socket closed
  *
  * Threads: the main thread opens the socket and sends requests; a worker_thread
- * (receiveWorker.ts) only reads it and posts raw datagrams in batches; the main thread parses
- * them (cnProcStructs.ts) and emits one 'events' batch per worker batch. An open connector keeps
- * the process alive (like a listening server) until close().
+ * (receiveWorker.ts) reads it and posts raw datagrams in batches; the main thread parses them
+ * (cnProcStructs.ts) and emits one 'events' batch per worker batch. An open connector keeps the
+ * process alive (like a listening server) until close().
+ *
+ * The fast path (option `relay`, the daemon's): the worker signals the registrants of a
+ * src/relay fork table itself, and posts datagrams to the main thread only while something here
+ * needs them (open(), selfTest(), 'events' listeners): nobody pays for events nobody listens to.
  */
 import { spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
@@ -33,9 +37,12 @@ import {
   parseDatagram,
   type CnProcSink,
 } from './cnProcStructs';
+import type { ForkRelayLink } from '../relay/forkTable';
 import { ProcConnectorError, noEventsError, toProcConnectorError } from './errors';
 import { PROC_EVENT_KINDS, type ProcEvent, type ProcEventKind } from './events';
 import {
+  CONTROL_FORWARD,
+  CONTROL_INTS,
   DEFAULT_BATCH_BYTES,
   FRAME_HEADER_BYTES,
   RECEIVE_WORKER_ROLE,
@@ -68,6 +75,12 @@ export interface ProcConnectorOptions {
   legacyListen?: boolean;
   /** How long open() waits for the kernel to confirm the subscription (default 1000 ms). */
   ackTimeoutMs?: number;
+  /**
+   * Relay forks in the receive worker through this fork table (src/relay: Relay.link). Events
+   * then reach the main thread only while 'events' has listeners (and during open() and
+   * selfTest()); `counters.received` counts only those.
+   */
+  relay?: ForkRelayLink;
 }
 
 /** Cumulative loss, as of an ENOBUFS (or close()). */
@@ -146,6 +159,10 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
   private readonly receiveBufferRequest: number;
   private readonly legacyListen: boolean;
   private readonly ackTimeoutMs: number;
+  private readonly relayLink: ForkRelayLink | undefined;
+  /** Shared with the worker: CONTROL_FORWARD = 1 while datagrams must come to this thread. */
+  private readonly control = new Int32Array(new SharedArrayBuffer(CONTROL_INTS * 4));
+  private selfTesting = false;
 
   private state: State = 'new';
   private openPromise: Promise<void> | undefined;
@@ -213,6 +230,14 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
     if (!(this.ackTimeoutMs > 0 && this.ackTimeoutMs <= 60_000)) {
       throw new ProcConnectorError('EINVAL', 'ProcConnector: ackTimeoutMs must be from 1 to 60000');
     }
+    this.relayLink = options.relay;
+    this.updateForwarding();
+    // 'newListener' and 'removeListener' are EventEmitter's own events, outside our event map.
+    const emitter = this as EventEmitter;
+    emitter.on('newListener', (name: string | symbol) => {
+      if (name === 'events') Atomics.store(this.control, CONTROL_FORWARD, 1);
+    });
+    emitter.on('removeListener', () => this.updateForwarding());
     this.sink = {
       event: (event, seq) => this.onEvent(event, seq),
       ack: (ack, err, seq, cpu) => this.onAck(ack, err, seq, cpu),
@@ -265,6 +290,7 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
     try {
       await this.openPromise;
       this.state = 'open';
+      this.updateForwarding();
       // Events that came while the subscription was being confirmed, in order.
       for (const batch of this.heldBatches.splice(0)) this.emit('events', batch);
     } catch (err) {
@@ -288,6 +314,8 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
     // A filtered subscription without fork is widened for the test, then narrowed again.
     const widen = this.mode === 'filtered' && (this.kernelMask & PROC_EVENT_FORK) === 0;
     if (widen) this.requestFiltered(this.kernelMask | PROC_EVENT_FORK);
+    this.selfTesting = true;
+    this.updateForwarding();
     try {
       const outcome = await this.confirmByFork(timeoutMs);
       if (outcome === 'overflow') throw this.overflowError('the self-test');
@@ -297,6 +325,8 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
         );
       }
     } finally {
+      this.selfTesting = false;
+      this.updateForwarding();
       if (widen && this.state === 'open') this.requestFiltered(this.kernelMask);
     }
   }
@@ -389,8 +419,9 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
       );
     }
     this.mode = 'legacy';
-    // Every kind is numbered in the per-CPU sequence and every one now reaches us.
-    this.trackSequence = true;
+    // Every kind is numbered in the per-CPU sequence and every one now reaches us (unless the
+    // worker relays and forwards only on demand: then the numbers we see have holes).
+    this.trackSequence = this.relayLink === undefined;
   }
 
   /**
@@ -444,12 +475,16 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
 
   private startWorker(): Promise<void> {
     return new Promise<void>((resolve, reject) => {
+      const relay = this.relayLink;
       const worker = startReceiveWorker({
         role: RECEIVE_WORKER_ROLE,
         fd: this.fd,
         wakeFd: this.wakeFd,
         batchBytes: DEFAULT_BATCH_BYTES,
+        control: this.control.buffer as SharedArrayBuffer,
+        relay: relay?.workerData(),
       });
+      relay?.attached();
       this.worker = worker;
       let ready = false;
       worker.on('message', (msg: ReceiveWorkerMessage) => {
@@ -464,6 +499,8 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
       });
       worker.on('exit', (code) => {
         this.worker = undefined;
+        // Nothing sends through the relay's pidfds any more: it may close them.
+        relay?.detached();
         const stopped = this.workerStopped;
         this.workerStopped = undefined;
         if (!ready)
@@ -591,6 +628,7 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
     }
     const watch: PidWatch = { pid, forkSeen: false, kinds: [], onFork: undefined };
     this.pidWatches.push(watch);
+    this.updateForwarding();
     let timer: NodeJS.Timeout | undefined;
     try {
       await new Promise<void>((resolve) => {
@@ -611,6 +649,23 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
   private unwatch(watch: PidWatch): void {
     const at = this.pidWatches.indexOf(watch);
     if (at >= 0) this.pidWatches.splice(at, 1);
+    this.updateForwarding();
+  }
+
+  /**
+   * Tell the worker whether datagrams must come here: always without a relay; with one, while
+   * the handshake or self-test runs (ACKs, our own children's events) or 'events' has listeners.
+   */
+  private updateForwarding(): void {
+    const needed =
+      this.relayLink === undefined ||
+      this.state === 'new' ||
+      this.state === 'opening' ||
+      this.selfTesting ||
+      this.pidWatches.length > 0 ||
+      this.ackWaiters.size > 0 ||
+      this.listenerCount('events') > 0;
+    Atomics.store(this.control, CONTROL_FORWARD, needed ? 1 : 0);
   }
 
   /** Resolves with the ACK's err, or undefined after `timeoutMs`. */
@@ -648,6 +703,9 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
         if (lost) this.emit('loss', { overruns: msg.overruns, dropped: msg.dropped });
         break;
       }
+      case 'relay':
+        this.relayLink?.notice(msg.notice);
+        break;
       case 'fatal':
         this.emitError(`the receive worker stopped: ${msg.message}`);
         break;

@@ -7,33 +7,23 @@
  * The per-event path allocates nothing: one 128-byte siginfo_t is reused for every send, and
  * nothing above debug is logged.
  */
-import { Errno, pidfdSendSignal } from '../native/libc';
+import { Errno, close as closeFd, pidfdSendSignal } from '../native/libc';
+import { SIGINFO, SI_ASYNCIO } from '../native/structs';
 import type { ProcEvent } from '../netlink/events';
 import type { Logger } from '../log';
 import { isAcceptedSignal, PATCH_DEFAULT_SIGNAL } from './patchRules';
+import { DEFAULT_FORK_TABLE_CAPACITY, ForkTable, type ForkRelayLink } from './forkTable';
 import { Registry, type Registrant, type UnregisteredEvent } from './registry';
 
-/**
- * siginfo_t on x86_64 (include/uapi/asm-generic/siginfo.h, Linux 6.x; no __ARCH_HAS_SWAPPED_SIGINFO
- * on x86): three ints, then `union __sifields`, 8-byte aligned because it holds pointers, so it
- * starts at 16; the whole struct is padded to SI_MAX_SIZE. For SI_ASYNCIO the kernel and the
- * receiver read the `_rt` member: _pid, _uid, then the sigval_t (union of int and pointer, so
- * 8-aligned at 24). Checked against `offsetof` with the system's glibc headers.
- */
-export const SIGINFO_SIZE = 128; // SI_MAX_SIZE
-export const SIGINFO_SI_SIGNO = 0;
-export const SIGINFO_SI_ERRNO = 4;
-export const SIGINFO_SI_CODE = 8;
-export const SIGINFO_SI_PID = 16; // _sifields._rt._pid
-export const SIGINFO_SI_UID = 20; // _sifields._rt._uid
-export const SIGINFO_SI_VALUE = 24; // _sifields._rt._sigval.sival_int
-
-/**
- * SI_ASYNCIO (include/uapi/asm-generic/siginfo.h): "sent by AIO completion", the code the patch
- * used. Being negative, pidfd_send_signal lets a sender other than the target set it (it refuses
- * si_code >= 0 and SI_TKILL, kernel/signal.c).
- */
-export const SI_ASYNCIO = -4;
+/** siginfo_t offsets and SI_ASYNCIO, defined once in src/native/structs.ts. */
+export const SIGINFO_SIZE = SIGINFO.SIZE;
+export const SIGINFO_SI_SIGNO = SIGINFO.SIGNO;
+export const SIGINFO_SI_ERRNO = SIGINFO.ERRNO;
+export const SIGINFO_SI_CODE = SIGINFO.CODE;
+export const SIGINFO_SI_PID = SIGINFO.PID;
+export const SIGINFO_SI_UID = SIGINFO.UID;
+export const SIGINFO_SI_VALUE = SIGINFO.VALUE;
+export { SI_ASYNCIO };
 
 export interface RelayOptions {
   /** Initial signal (default 33, RELAY_FORK_SIGNAL); must satisfy 32 < n < 64. */
@@ -47,6 +37,8 @@ export interface RelayOptions {
    * not yet show it exited. Bounded: after the last one a live registrant is kept.
    */
   exitRecheckDelaysMs?: readonly number[];
+  /** Registrants the fast path's shared table holds (default DEFAULT_FORK_TABLE_CAPACITY). */
+  capacity?: number;
 }
 
 export interface RelayCounters {
@@ -86,8 +78,17 @@ interface PendingExitCheck {
 }
 
 export class Relay {
-  readonly registry = new Registry();
+  readonly registry: Registry;
   readonly processesOnly: boolean;
+  /**
+   * The fast path: the registrant set shared with the proc connector's receive worker, which
+   * relays forks itself (pass `link` as ProcConnector's `relay` option). deliverFork and
+   * handleEvents remain the main-thread path, for library users that feed events themselves.
+   */
+  private readonly table: ForkTable;
+  /** Registrant of each table slot, and the slot of each registrant. */
+  private readonly bySlot = new Map<number, Registrant>();
+  private readonly slotOf = new Map<Registrant, number>();
   private signalInEffect: number;
   private readonly siginfo = Buffer.alloc(SIGINFO_SIZE);
   private readonly count: RelayCounters = {
@@ -121,6 +122,40 @@ export class Relay {
     }
     this.signalInEffect = signal;
     this.processesOnly = options.processesOnly ?? false;
+    this.table = new ForkTable(
+      signal,
+      this.processesOnly,
+      (kind, slot) => {
+        const registrant = this.bySlot.get(slot);
+        if (registrant !== undefined) this.registry.remove(registrant, kind);
+      },
+      options.capacity ?? DEFAULT_FORK_TABLE_CAPACITY,
+    );
+    this.registry = new Registry({
+      admit: (registrant) => {
+        const slot = this.table.add(registrant.id, registrant.pidfd);
+        if (slot < 0) return false;
+        this.bySlot.set(slot, registrant);
+        this.slotOf.set(registrant, slot);
+        return true;
+      },
+      release: (registrant) => {
+        const slot = this.slotOf.get(registrant);
+        if (slot === undefined) {
+          closeFd(registrant.pidfd);
+          return;
+        }
+        // The worker's counts join the registrant's own (its 'unregistered' event reports them).
+        const c = this.table.slotCounters(slot);
+        registrant.counters.sent += c.sent;
+        registrant.counters.lost += c.lost;
+        registrant.counters.failed += c.failed;
+        if (c.lastErrno !== 0) registrant.counters.lastErrno = c.lastErrno;
+        this.slotOf.delete(registrant);
+        this.bySlot.delete(slot);
+        this.table.remove(slot, registrant.pidfd); // closes the pidfd once the worker let go
+      },
+    });
     this.logger = options.logger;
     this.exitRecheckDelaysMs = options.exitRecheckDelaysMs ?? DEFAULT_EXIT_RECHECK_DELAYS_MS;
     // Fixed fields of the siginfo, as rfd_relay_fork_info set them; si_uid (left uninitialised
@@ -140,12 +175,27 @@ export class Relay {
   setSignal(n: number): boolean {
     if (!Number.isInteger(n) || !isAcceptedSignal(n)) return false;
     this.signalInEffect = n;
+    this.table.setSignal(n);
     return true;
   }
 
-  /** The counters, live (read them, copy them to keep a snapshot). */
+  /** The fast path's end for ProcConnector's `relay` option. */
+  get link(): ForkRelayLink {
+    return this.table;
+  }
+
+  /** The counters: the main-thread path's and the receive worker's, summed (a snapshot). */
   get counters(): Readonly<RelayCounters> {
-    return this.count;
+    const t = this.table.totals();
+    const c = this.count;
+    return {
+      ...c,
+      forksSeen: c.forksSeen + t.forksSeen,
+      forksRelayed: c.forksRelayed + t.forksRelayed,
+      signalsSent: c.signalsSent + t.signalsSent,
+      signalsLost: c.signalsLost + t.signalsLost,
+      signalsFailed: c.signalsFailed + t.signalsFailed,
+    };
   }
 
   /**
@@ -232,6 +282,7 @@ export class Relay {
     this.pendingExitChecks.clear();
     this.registry.off('unregistered', this.onUnregistered);
     this.registry.close();
+    this.table.close();
   }
 
   private checkExit(id: number): void {
