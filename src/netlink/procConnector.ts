@@ -21,23 +21,13 @@
  * needs them (open(), selfTest(), 'events' listeners): nobody pays for events nobody listens to.
  */
 import { spawn } from 'node:child_process';
-import { randomInt } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import path from 'node:path';
 import type { Worker } from 'node:worker_threads';
 import { EFD_CLOEXEC, EFD_NONBLOCK, close as closeFd, eventfd, write } from '../native/libc';
 import { startWorker } from '../native/workerThread';
-import {
-  PROC_CN_MCAST_IGNORE,
-  PROC_CN_MCAST_LISTEN,
-  PROC_EVENT_ALL,
-  PROC_EVENT_BIT,
-  PROC_EVENT_FORK,
-  eventTypeMask,
-  parseDatagram,
-  type CnProcSink,
-} from './cnProcStructs';
 import type { ForkRelayLink } from '../relay/forkTable';
+import { PROC_EVENT_FORK, parseDatagram, type CnProcSink } from './cnProcStructs';
 import { ProcConnectorError, noEventsError, toProcConnectorError } from './errors';
 import { PROC_EVENT_KINDS, type ProcEvent, type ProcEventKind } from './events';
 import {
@@ -50,6 +40,9 @@ import {
   type ReceiveWorkerMessage,
 } from './receiveWorker';
 import { closeSocket, openProcConnectorSocket, readSocketDrops, sendMcastRequest } from './socket';
+import { SubscriptionHandshake, type HandshakeHost, type SubscriptionMode } from './subscription';
+
+export type { SubscriptionMode } from './subscription';
 
 /**
  * Default receive buffer (the SO_RCVBUFFORCE argument; the kernel doubles it for bookkeeping,
@@ -61,8 +54,6 @@ import { closeSocket, openProcConnectorSocket, readSocketDrops, sendMcastRequest
 export const DEFAULT_RECEIVE_BUFFER_BYTES = 32 * 1024 * 1024;
 /** How long open() waits for the kernel to confirm a subscription. */
 export const DEFAULT_ACK_TIMEOUT_MS = 1000;
-/** Tries of a fork confirmation that the socket's overflow spoiled. */
-const CONFIRM_ATTEMPTS = 3;
 /** How long selfTest() waits for its own child's fork event. */
 export const DEFAULT_SELF_TEST_TIMEOUT_MS = 2000;
 
@@ -113,18 +104,6 @@ export type ProcConnectorEvents = {
   error: [err: ProcConnectorError];
 };
 
-/**
- * How the kernel was asked for events:
- * - 'filtered': struct proc_input with an event_type mask (Linux >= 6.6). First a proc_input
- *   asking for PROC_EVENT_ALL, confirmed by our ACK (the kernel's positive answer: it parsed the
- *   proc_input of a requester in the initial namespaces); then narrowed to the mask, which is
- *   checked with our own children's events: their forks arrive, their events of kinds outside
- *   the filter do not (a filtered subscriber is sent no ACK);
- * - 'legacy': the bare 4-byte PROC_CN_MCAST_LISTEN (every kind), confirmed by our ACK; kinds not
- *   asked for are dropped in user space.
- */
-export type SubscriptionMode = 'filtered' | 'legacy';
-
 type State = 'new' | 'opening' | 'open' | 'closing' | 'closed';
 
 /** Events of one of our own children, watched while confirming the subscription. */
@@ -134,11 +113,6 @@ interface PidWatch {
   /** Kinds of the child's events seen (fork: as the child; others: as the process). */
   kinds: ProcEventKind[];
   onFork: (() => void) | undefined;
-}
-
-/** Kinds our confirmation child makes (fork, sid via setsid, exec, exit) outside `mask`. */
-function probeKinds(mask: number): ProcEventKind[] {
-  return (['sid', 'exec', 'exit'] as const).filter((k) => (mask & PROC_EVENT_BIT[k]) === 0);
 }
 
 /** The receive worker module beside this file (started by src/native/workerThread.ts). */
@@ -153,12 +127,11 @@ function emptyReceived(): Record<ProcEventKind, number> {
 }
 
 export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
-  private readonly kinds: readonly ProcEventKind[];
   private readonly wanted: Record<ProcEventKind, boolean>;
-  private readonly allKinds: boolean;
   private readonly receiveBufferRequest: number;
-  private readonly legacyListen: boolean;
   private readonly ackTimeoutMs: number;
+  /** The subscription handshake (./subscription.ts), talking to the kernel through us. */
+  private readonly handshake: SubscriptionHandshake;
   private readonly relayLink: ForkRelayLink | undefined;
   /** Shared with the worker: CONTROL_FORWARD = 1 while datagrams must come to this thread. */
   private readonly control = new Int32Array(new SharedArrayBuffer(CONTROL_INTS * 4));
@@ -175,9 +148,6 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
   private worker: Worker | undefined;
   private workerStopped: (() => void) | undefined;
   private mode: SubscriptionMode | undefined;
-  /** proc_input.event_type currently in force ('filtered' mode). */
-  private kernelMask = 0;
-  private requestSeq = 0;
   private effectiveReceiveBuffer = 0;
 
   // Counters and parse state (main thread).
@@ -214,9 +184,7 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
       }
       wanted[k] = true;
     }
-    this.kinds = [...new Set(kinds)];
     this.wanted = wanted;
-    this.allKinds = PROC_EVENT_KINDS.every((k) => wanted[k]);
     const rcvbuf = options.receiveBufferBytes ?? DEFAULT_RECEIVE_BUFFER_BYTES;
     if (!Number.isInteger(rcvbuf) || rcvbuf < 4096 || rcvbuf > 0x3fffffff) {
       throw new ProcConnectorError(
@@ -225,11 +193,23 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
       );
     }
     this.receiveBufferRequest = rcvbuf;
-    this.legacyListen = options.legacyListen ?? false;
     this.ackTimeoutMs = options.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS;
     if (!(this.ackTimeoutMs > 0 && this.ackTimeoutMs <= 60_000)) {
       throw new ProcConnectorError('EINVAL', 'ProcConnector: ackTimeoutMs must be from 1 to 60000');
     }
+    const host: HandshakeHost = {
+      send: (request) => sendMcastRequest(this.fd, request),
+      waitForAck: (ack, timeoutMs) => this.waitForAck(ack, timeoutMs),
+      drops: () => readSocketDrops(this.fd),
+      spawnWatched: (timeoutMs, setsid) => this.spawnWatched(timeoutMs, setsid),
+      unwatch: (watch) => this.unwatch(watch as PidWatch),
+    };
+    this.handshake = new SubscriptionHandshake(host, {
+      kinds: [...new Set(kinds)],
+      legacyListen: options.legacyListen ?? false,
+      ackTimeoutMs: this.ackTimeoutMs,
+      receiveBufferBytes: rcvbuf,
+    });
     this.relayLink = options.relay;
     this.updateForwarding();
     // 'newListener' and 'removeListener' are EventEmitter's own events, outside our event map.
@@ -312,13 +292,14 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
       throw new ProcConnectorError('EINVAL', `ProcConnector.selfTest(): not open (${this.state})`);
     }
     // A filtered subscription without fork is widened for the test, then narrowed again.
-    const widen = this.mode === 'filtered' && (this.kernelMask & PROC_EVENT_FORK) === 0;
-    if (widen) this.requestFiltered(this.kernelMask | PROC_EVENT_FORK);
+    const handshake = this.handshake;
+    const widen = this.mode === 'filtered' && (handshake.kernelMask & PROC_EVENT_FORK) === 0;
+    if (widen) handshake.requestFiltered(handshake.kernelMask | PROC_EVENT_FORK);
     this.selfTesting = true;
     this.updateForwarding();
     try {
-      const outcome = await this.confirmByFork(timeoutMs);
-      if (outcome === 'overflow') throw this.overflowError('the self-test');
+      const outcome = await handshake.confirmByFork(timeoutMs);
+      if (outcome === 'overflow') throw handshake.overflowError('the self-test');
       if (outcome === 'silent') {
         throw noEventsError(
           `the proc connector delivered no event for a fork of our own within ${timeoutMs} ms`,
@@ -327,7 +308,7 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
     } finally {
       this.selfTesting = false;
       this.updateForwarding();
-      if (widen && this.state === 'open') this.requestFiltered(this.kernelMask);
+      if (widen && this.state === 'open') handshake.requestFiltered(handshake.kernelMask);
     }
   }
 
@@ -380,97 +361,16 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
     // From here on the kernel may count us as a listener: undo with IGNORE whatever we asked.
     this.undo.push({
       name: 'unsubscribe',
-      run: () => {
-        sendMcastRequest(this.fd, {
-          op: PROC_CN_MCAST_IGNORE,
-          seq: this.nextSeq(),
-          ack: 0,
-        });
-      },
+      run: () => this.handshake.unsubscribe(),
     });
     await this.subscribe();
   }
 
   private async subscribe(): Promise<void> {
-    const mask = eventTypeMask(this.kinds);
-    if (!this.allKinds && !this.legacyListen && probeKinds(mask | PROC_EVENT_FORK).length > 0) {
-      // Positive evidence first: a proc_input asking for every kind is ACKed, and only by a
-      // kernel that parses proc_input (>= 6.6) for a requester in the initial namespaces; an
-      // ignored request gets no answer at all. Events seen meanwhile prove nothing: see
-      // listenAcked(). Without the ACK, the legacy listen below tells Linux < 6.6 (ACKed) from
-      // an ignored socket (not ACKed: ENOEVENTS).
-      if (await this.listenAcked(PROC_EVENT_ALL)) {
-        // Until confirmed, fork is in the filter too: the confirmation watches our own fork.
-        this.requestFiltered(mask | PROC_EVENT_FORK);
-        const outcome = await this.confirmFilter(this.ackTimeoutMs);
-        if (outcome === 'filtered') {
-          this.mode = 'filtered';
-          if ((mask & PROC_EVENT_FORK) === 0) this.requestFiltered(mask);
-          return;
-        }
-        if (outcome === 'overflow') throw this.overflowError('confirming the subscription');
-        // The kernel took the proc_input but did not filter for us: ask for every kind again.
-        this.kernelMask = 0;
-      }
-    }
-    if (!(await this.listenAcked(undefined))) {
-      throw noEventsError(
-        `the kernel did not answer our proc connector listen request within ${this.ackTimeoutMs} ms`,
-      );
-    }
-    this.mode = 'legacy';
-    // Every kind is numbered in the per-CPU sequence and every one now reaches us (unless the
-    // worker relays and forwards only on demand: then the numbers we see have holes).
-    this.trackSequence = this.relayLink === undefined;
-  }
-
-  /**
-   * PROC_CN_MCAST_LISTEN for every kind, confirmed by the kernel's ACK (cn_msg.ack = ours + 1):
-   * the bare 4-byte form if `eventType` is undefined, else a struct proc_input with that
-   * event_type, which must be PROC_EVENT_ALL: cn_filter() drops the ACK (what = PROC_EVENT_NONE)
-   * for any narrower filter (drivers/connector/cn_proc.c, Linux 6.6 to 6.18). Resolves true once
-   * ACKed, false if the kernel stayed silent (nothing lost meanwhile); rejects on an ACK with an
-   * error or when the socket overflowed on every attempt.
-   *
-   * The ACK is the proof that the kernel took the request: cn_proc_mcast_ctl() returns without
-   * acting and without an answer for a requester outside the initial pid or user namespace (and
-   * Linux < 6.6 ignores an 8-byte proc_input likewise), yet such a socket, bound to the group,
-   * still receives every event whenever proc_event_num_listeners > 0 (cn_filter() passes a socket
-   * whose sk_user_data was never set): seeing events, even our own, proves nothing.
-   */
-  private async listenAcked(eventType: number | undefined): Promise<boolean> {
-    for (let attempt = 0; attempt < CONFIRM_ATTEMPTS; attempt++) {
-      const dropsBefore = readSocketDrops(this.fd);
-      if (attempt > 0 && eventType === undefined) {
-        // Kernels before 6.6 count every LISTEN (and IGNORE) in proc_event_num_listeners:
-        // balance a possibly counted earlier LISTEN before asking again. (Since 6.6 a repeated
-        // LISTEN is not counted again, and before 6.6 a proc_input is not counted at all.)
-        sendMcastRequest(this.fd, { op: PROC_CN_MCAST_IGNORE, seq: this.nextSeq(), ack: 0 });
-      }
-      const ack = randomInt(1, 0x7ffffffe);
-      const answered = this.waitForAck(ack, this.ackTimeoutMs);
-      sendMcastRequest(this.fd, { op: PROC_CN_MCAST_LISTEN, eventType, seq: this.nextSeq(), ack });
-      const err = await answered;
-      if (err === 0) return true;
-      if (err !== undefined) throw toProcConnectorError(ackError(err));
-      if (readSocketDrops(this.fd) === dropsBefore) return false;
-    }
-    throw this.overflowError('confirming the subscription');
-  }
-
-  private requestFiltered(mask: number): void {
-    this.kernelMask = mask >>> 0;
-    sendMcastRequest(this.fd, {
-      op: PROC_CN_MCAST_LISTEN,
-      eventType: this.kernelMask,
-      seq: this.nextSeq(),
-      ack: 0,
-    });
-  }
-
-  private nextSeq(): number {
-    this.requestSeq = (this.requestSeq + 1) >>> 0;
-    return this.requestSeq;
+    this.mode = await this.handshake.subscribe();
+    // In legacy mode every kind is numbered in the per-CPU sequence and every one reaches us
+    // (unless the worker relays and forwards only on demand: then the numbers seen have holes).
+    this.trackSequence = this.mode === 'legacy' && this.relayLink === undefined;
   }
 
   private startWorker(): Promise<void> {
@@ -545,66 +445,6 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
 
   // -------------------------------------------------------------------------------------------
   // Confirmation
-
-  /**
-   * Fork a child and wait for its event, trying again while the socket overflows: an event lost
-   * to a full queue is not the kernel ignoring us. 'silent' means nothing was lost and nothing
-   * came.
-   */
-  private async confirmByFork(timeoutMs: number): Promise<'seen' | 'silent' | 'overflow'> {
-    for (let attempt = 0; attempt < CONFIRM_ATTEMPTS; attempt++) {
-      const dropsBefore = readSocketDrops(this.fd);
-      const watch = await this.spawnWatched(timeoutMs, false);
-      this.unwatch(watch);
-      if (watch.forkSeen) return 'seen';
-      if (readSocketDrops(this.fd) === dropsBefore) return 'silent';
-    }
-    return 'overflow';
-  }
-
-  /**
-   * Check that the filter asked for is in force (a filtered subscriber gets no ACK; that the
-   * kernel took our proc_input at all was proven before, by listenAcked()). Child A (spawned with
-   * setsid(), so it makes fork, sid, exec and exit events) must show its fork; then child B is
-   * spawned after A was reaped, and once B's fork has been parsed here, so has every event of A
-   * that was queued before A was reaped: one receive queue, read in order by the worker and
-   * parsed in order here. A's sid and exec events are such events (setsid() and execve() run in
-   * A before it exits); its exit event may not be (do_exit() calls proc_exit_connector() after
-   * exit_notify() has made A reapable), so it can only add evidence. A's watch therefore stays
-   * registered until B's fork is here: the 'close' of A (its reaping) can come before the worker
-   * has even read A's events (a loaded machine), and events of A parsed after its watch was gone
-   * were lost evidence, which once confirmed a filter that was not there. If any of A's events
-   * has a kind outside the filter, the filter is not in force.
-   */
-  private async confirmFilter(
-    timeoutMs: number,
-  ): Promise<'filtered' | 'unfiltered' | 'silent' | 'overflow'> {
-    for (let attempt = 0; attempt < CONFIRM_ATTEMPTS; attempt++) {
-      const dropsBefore = readSocketDrops(this.fd);
-      const a = await this.spawnWatched(timeoutMs, true);
-      try {
-        const b = a.forkSeen ? await this.spawnWatched(timeoutMs, false) : undefined;
-        if (b) this.unwatch(b);
-        if (a.forkSeen && b?.forkSeen) {
-          const leaked = a.kinds.some((k) => (this.kernelMask & PROC_EVENT_BIT[k]) === 0);
-          return leaked ? 'unfiltered' : 'filtered';
-        }
-      } finally {
-        this.unwatch(a);
-      }
-      if (readSocketDrops(this.fd) === dropsBefore) return 'silent';
-    }
-    return 'overflow';
-  }
-
-  private overflowError(during: string): ProcConnectorError {
-    return new ProcConnectorError(
-      'ENOBUFS',
-      `the proc connector socket overflowed ${CONFIRM_ATTEMPTS} times while ${during}, so the ` +
-        `kernel's answer was lost: the receive buffer (${this.receiveBufferRequest} bytes) is too ` +
-        `small for this machine's event rate; raise receiveBufferBytes`,
-    );
-  }
 
   /**
    * Spawn /bin/true (in a new session if `setsid`) and wait up to `timeoutMs` for its fork
@@ -779,18 +619,4 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
   private emitError(message: string, cause?: unknown): void {
     this.emit('error', new ProcConnectorError('EWORKER', `proc connector: ${message}`, { cause }));
   }
-}
-
-/** An ACK with a non-zero err, as the errno of the request it answers. */
-function ackError(err: number): Error {
-  const code = err === 1 ? 'EPERM' : err === 22 ? 'EINVAL' : `E${err}`;
-  const e = new Error(`PROC_CN_MCAST_LISTEN answered ${code}`) as Error & {
-    code: string;
-    syscall: string;
-    errno: number;
-  };
-  e.code = code;
-  e.syscall = 'PROC_CN_MCAST_LISTEN';
-  e.errno = -err;
-  return e;
 }
