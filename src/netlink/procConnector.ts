@@ -12,9 +12,10 @@
  *   await connector.close();     // unsubscribed, worker stopped, socket closed
  *
  * Threads: the main thread opens the socket and sends requests; a worker_thread
- * (receiveWorker.ts) reads it and posts raw datagrams in batches; the main thread parses them
- * (cnProcStructs.ts) and emits one 'events' batch per worker batch. An open connector keeps the
- * process alive (like a listening server) until close().
+ * (receiveWorker.ts, hosted by workerHost.ts) reads it and posts raw datagrams in batches; the
+ * main thread parses them (cnProcStructs.ts) and emits one 'events' batch per worker batch; the
+ * subscription handshake lives in subscription.ts. An open connector keeps the process alive
+ * (like a listening server) until close().
  *
  * The fast path (option `relay`, the daemon's): the worker signals the registrants of a
  * src/relay fork table itself, and posts datagrams to the main thread only while something here
@@ -22,25 +23,14 @@
  */
 import { spawn } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import path from 'node:path';
-import type { Worker } from 'node:worker_threads';
-import { EFD_CLOEXEC, EFD_NONBLOCK, close as closeFd, eventfd, write } from '../native/libc';
-import { startWorker } from '../native/workerThread';
 import type { ForkRelayLink } from '../relay/forkTable';
 import { PROC_EVENT_FORK, parseDatagram, type CnProcSink } from './cnProcStructs';
 import { ProcConnectorError, noEventsError, toProcConnectorError } from './errors';
 import { PROC_EVENT_KINDS, type ProcEvent, type ProcEventKind } from './events';
-import {
-  CONTROL_FORWARD,
-  CONTROL_INTS,
-  DEFAULT_BATCH_BYTES,
-  FRAME_HEADER_BYTES,
-  RECEIVE_WORKER_ROLE,
-  type ReceiveWorkerData,
-  type ReceiveWorkerMessage,
-} from './receiveWorker';
+import { CONTROL_FORWARD, CONTROL_INTS, type ReceiveWorkerMessage } from './receiveWorker';
 import { closeSocket, openProcConnectorSocket, readSocketDrops, sendMcastRequest } from './socket';
 import { SubscriptionHandshake, type HandshakeHost, type SubscriptionMode } from './subscription';
+import { ReceiveWorkerHost, forEachFrame } from './workerHost';
 
 export type { SubscriptionMode } from './subscription';
 
@@ -115,13 +105,6 @@ interface PidWatch {
   onFork: (() => void) | undefined;
 }
 
-/** The receive worker module beside this file (started by src/native/workerThread.ts). */
-const WORKER_ENTRY = path.join(__dirname, 'receiveWorker');
-
-function startReceiveWorker(data: ReceiveWorkerData): Worker {
-  return startWorker(WORKER_ENTRY, data);
-}
-
 function emptyReceived(): Record<ProcEventKind, number> {
   return { fork: 0, exec: 0, uid: 0, gid: 0, sid: 0, ptrace: 0, comm: 0, coredump: 0, exit: 0 };
 }
@@ -144,9 +127,6 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
   private readonly undo: { name: string; run: () => void | Promise<void> }[] = [];
 
   private fd = -1;
-  private wakeFd = -1;
-  private worker: Worker | undefined;
-  private workerStopped: (() => void) | undefined;
   private mode: SubscriptionMode | undefined;
   private effectiveReceiveBuffer = 0;
 
@@ -346,17 +326,18 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
       },
     });
 
-    this.wakeFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    this.undo.push({
-      name: 'close eventfd',
-      run: () => {
-        closeFd(this.wakeFd);
-        this.wakeFd = -1;
+    const host = new ReceiveWorkerHost({
+      fd: this.fd,
+      control: this.control.buffer as SharedArrayBuffer,
+      relay: this.relayLink,
+      // Looked up at each message, so that a test can wrap onWorkerMessage.
+      onMessage: (msg) => this.onWorkerMessage(msg),
+      onFailure: (message, cause) => {
+        if (this.state === 'open' || this.state === 'opening') this.emitError(message, cause);
       },
     });
-
-    await this.startWorker();
-    this.undo.push({ name: 'stop worker', run: () => this.stopWorker() });
+    this.undo.push({ name: 'stop worker', run: () => host.stop() });
+    await host.start();
 
     // From here on the kernel may count us as a listener: undo with IGNORE whatever we asked.
     this.undo.push({
@@ -371,59 +352,6 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
     // In legacy mode every kind is numbered in the per-CPU sequence and every one reaches us
     // (unless the worker relays and forwards only on demand: then the numbers seen have holes).
     this.trackSequence = this.mode === 'legacy' && this.relayLink === undefined;
-  }
-
-  private startWorker(): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      const relay = this.relayLink;
-      const worker = startReceiveWorker({
-        role: RECEIVE_WORKER_ROLE,
-        fd: this.fd,
-        wakeFd: this.wakeFd,
-        batchBytes: DEFAULT_BATCH_BYTES,
-        control: this.control.buffer as SharedArrayBuffer,
-        relay: relay?.workerData(),
-      });
-      relay?.attached();
-      this.worker = worker;
-      let ready = false;
-      worker.on('message', (msg: ReceiveWorkerMessage) => {
-        if (msg.type === 'ready') {
-          ready = true;
-          resolve();
-        } else this.onWorkerMessage(msg);
-      });
-      worker.on('error', (err) => {
-        if (!ready) reject(err);
-        else this.emitError(`the receive worker failed: ${err.message}`, err);
-      });
-      worker.on('exit', (code) => {
-        this.worker = undefined;
-        // Nothing sends through the relay's pidfds any more: it may close them.
-        relay?.detached();
-        const stopped = this.workerStopped;
-        this.workerStopped = undefined;
-        if (!ready)
-          reject(new Error(`the receive worker exited with code ${code} before starting`));
-        else if (stopped) stopped();
-        else if (this.state === 'open' || this.state === 'opening') {
-          this.emitError(`the receive worker exited unexpectedly (code ${code})`);
-        }
-      });
-    });
-  }
-
-  /** Wake the worker through the eventfd and wait for it to exit. */
-  private async stopWorker(): Promise<void> {
-    const worker = this.worker;
-    if (!worker) return;
-    const exited = new Promise<void>((resolve) => {
-      this.workerStopped = resolve;
-    });
-    const one = Buffer.alloc(8);
-    one.writeBigUInt64LE(1n);
-    write(this.wakeFd, one);
-    await exited;
   }
 
   /** Run every undo step, newest first; returns the first failure (after running them all). */
@@ -555,20 +483,11 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
   }
 
   private onBatch(buffer: ArrayBuffer): void {
-    const view = new DataView(buffer);
-    const end = view.byteLength;
     this.batch = [];
-    let off = 0;
-    while (off + FRAME_HEADER_BYTES <= end) {
-      const len = view.getUint32(off, true);
-      off += FRAME_HEADER_BYTES;
-      if (off + len > end) {
-        this.malformed++;
-        break;
-      }
-      parseDatagram(view, off, len, this.sink);
-      off += (len + 3) & ~3;
-    }
+    const whole = forEachFrame(buffer, (view, off, len) =>
+      parseDatagram(view, off, len, this.sink),
+    );
+    if (!whole) this.malformed++;
     const batch = this.batch;
     this.batch = [];
     if (batch.length === 0) return;
