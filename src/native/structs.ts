@@ -46,3 +46,23 @@ export const SIGINFO = {
  * si_code >= 0 and SI_TKILL, kernel/signal.c).
  */
 export const SI_ASYNCIO = -4;
+
+/** struct sockaddr_un (include/uapi/linux/un.h): sa_family_t sun_family; char sun_path[108]. */
+export const SOCKADDR_UN = {
+  FAMILY: 0,
+  PATH: 2,
+  PATH_SIZE: 108,
+} as const;
+
+/** struct sockaddr_nl (include/uapi/linux/netlink.h). */
+export const SOCKADDR_NL = {
+  SIZE: 12,
+  /** __kernel_sa_family_t nl_family (AF_NETLINK) */
+  FAMILY: 0,
+  /** unsigned short nl_pad */
+  PAD: 2,
+  /** __u32 nl_pid: 0 lets the kernel assign the port id. */
+  PID: 4,
+  /** __u32 nl_groups: multicast group mask; the proc connector multicasts to CN_IDX_PROC. */
+  GROUPS: 8,
+} as const;
