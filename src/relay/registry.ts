@@ -23,7 +23,8 @@ import {
 } from '../native/libc';
 import { POLLFD } from '../native/structs';
 
-/** Why a registrant left: the user wrote "-id", the task exited (exit event, or seen exited), or
+/** Why a registrant left: the user wrote "-id", the task exited (its pidfd polled readable, in the
+ * receive worker's epoll set or here; or an exit event on the library's main-thread path), or
  * the kernel no longer knows it (ESRCH from pidfd_send_signal). */
 export type RemovalReason = 'written' | 'exited' | 'gone';
 

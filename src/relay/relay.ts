@@ -251,7 +251,8 @@ export class Relay {
    * case cannot be told apart and is relayed as reported.)
    *
    * Exit events: a registered id is removed only if its pidfd shows that task exited, so a stale
-   * event (an earlier task with the same number) never drops a live registrant.
+   * event (an earlier task with the same number) never drops a live registrant. (The daemon
+   * needs no exit events: the receive worker watches the registrants' pidfds, forkTable.ts.)
    */
   handleEvents(events: readonly ProcEvent[]): void {
     for (let i = 0; i < events.length; i++) {
