@@ -1,8 +1,8 @@
 /*
  * A benchmark registrant: blocks SIGNAL (and SIGTERM) before anything else, registers itself by
  * writing its pid into PROCESSES when given, prints "ready", then takes every SIGNAL with
- * sigwaitinfo and records (si_value.sival_int, CLOCK_MONOTONIC ns) in memory. On SIGTERM it
- * writes the records to OUTFILE as "child t_ns" lines and exits 0.
+ * sigwaitinfo and records (si_value.sival_int, si_pid, CLOCK_MONOTONIC ns) in memory. On SIGTERM
+ * it writes the records to OUTFILE as "child si_pid t_ns" lines and exits 0.
  *
  *   latency_consumer SIGNAL OUTFILE [PROCESSES]
  */
@@ -17,6 +17,7 @@
 
 struct rec {
   int child;
+  int pid;
   long long t;
 };
 
@@ -48,12 +49,13 @@ int main(int argc, char **argv) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     if (n == cap) recs = realloc(recs, (cap *= 2) * sizeof *recs);
     recs[n].child = si.si_value.sival_int;
+    recs[n].pid = si.si_pid;
     recs[n].t = ts.tv_sec * 1000000000LL + ts.tv_nsec;
     n++;
   }
   FILE *out = fopen(argv[2], "w");
   if (!out) return 4;
-  for (size_t i = 0; i < n; i++) fprintf(out, "%d %lld\n", recs[i].child, recs[i].t);
+  for (size_t i = 0; i < n; i++) fprintf(out, "%d %d %lld\n", recs[i].child, recs[i].pid, recs[i].t);
   fclose(out);
   return 0;
 }

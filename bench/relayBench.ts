@@ -301,8 +301,12 @@ async function runOnce(
         : [load === 'storm' ? 'storm' : 'threads', String(n), forksFile];
     const cpu0 = relay?.pid !== undefined ? cpuSeconds(relay.pid) : 0;
     const t0 = process.hrtime.bigint();
-    await execFileAsync(bins.loadgen, args, { maxBuffer: 1 << 20 });
+    const { stdout } = await execFileAsync(bins.loadgen, args, { maxBuffer: 1 << 20 });
     const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
+    // Every signal of this load carries the load generator's pid as si_pid (the parent of its
+    // processes, the process of its threads): matching on it as well as on the child id keeps
+    // other processes' forks out when ids are reused during a 100,000-thread storm.
+    const loadPid = Number(/^pid (\d+)$/m.exec(stdout)?.[1]);
     if (relay?.pid !== undefined) await settle(relay.pid);
     const cpuS = relay?.pid !== undefined ? cpuSeconds(relay.pid) - cpu0 : 0;
     if (condition === 'relayfork' && load === 'threads' && relay?.pid !== undefined) {
@@ -317,15 +321,18 @@ async function runOnce(
     const latenciesMs: number[] = [];
     for (const consumer of consumers) {
       await consumer.child.stop('SIGTERM');
-      let count = 0;
+      const seen = new Set<number>();
       for (const line of fs.readFileSync(consumer.out, 'utf8').split('\n')) {
-        const [c, t] = line.split(' ');
-        const at = forkAt.get(Number(c));
-        if (t === undefined || at === undefined) continue;
-        count++;
+        const [c, p, t] = line.split(' ');
+        const child = Number(c);
+        const at = forkAt.get(child);
+        if (t === undefined || at === undefined || Number(p) !== loadPid || seen.has(child)) {
+          continue;
+        }
+        seen.add(child);
         latenciesMs.push((Number(t) - at) / 1e6);
       }
-      received.push(count);
+      received.push(seen.size);
     }
     const lost = relay ? await relay.stop() : 0;
     relay = undefined;
@@ -409,23 +416,26 @@ async function runScale(
     let worstReadS = 0;
     let stormEnd = 0;
     let backlogS = 0;
-    // Read `processes` (another process, as cat) until the storm is over and the relay idle.
+    // Read `processes` (another process, as cat) through the storm and the relay's backlog. The
+    // backlog is over when the daemon's CPU falls below half a core over a 500 ms window (each
+    // fork still costs it 1,000 EAGAIN sends, so "no CPU at all" never comes: cat forks too).
     let lastCpu = cpuSeconds(pid);
-    let stableSince = Date.now();
+    let lastAt = Date.now();
     for (;;) {
       const t0 = process.hrtime.bigint();
       await execFileAsync('cat', [relay.processesPath ?? '']);
       worstReadS = Math.max(worstReadS, Number(process.hrtime.bigint() - t0) / 1e9);
       await sleep(100);
-      const cpu = cpuSeconds(pid);
-      if (cpu !== lastCpu) {
-        lastCpu = cpu;
-        stableSince = Date.now();
-      }
       if (stormDone && stormEnd === 0) stormEnd = Date.now();
-      if (stormDone && Date.now() - stableSince >= 500) {
-        backlogS = Math.max(0, (stableSince - stormEnd) / 1000);
-        break;
+      if (Date.now() - lastAt >= 500) {
+        const cpu = cpuSeconds(pid);
+        const busy = (cpu - lastCpu) / ((Date.now() - lastAt) / 1000);
+        lastCpu = cpu;
+        lastAt = Date.now();
+        if (stormDone && busy < 0.5) {
+          backlogS = Math.max(0, (Date.now() - stormEnd) / 1000);
+          break;
+        }
       }
       if (Date.now() - stormStart > 600000) throw new Error('scale: the relay never went idle');
     }
@@ -747,7 +757,8 @@ export async function runBench(
       : ['none', 'c-relay', 'forkstat', 'relayfork'];
     const runs: RunResult[] = [];
     const rss = { idleMiB: 0, afterStormMiB: 0 };
-    const loads: Load[] = ['paced', 'storm', 'threads'];
+    const loads = (process.env.LOADS?.split(',') ?? ['paced', 'storm', 'threads']) as Load[];
+    if (process.env.MAKE === '0') sizes.makeFiles = 0;
     const total = rounds * loads.length * sizes.registrants.length * conditions.length;
     let done = 0;
     const make: { condition: Condition; times: number[] }[] = conditions.map((c) => ({
