@@ -147,13 +147,14 @@ class Daemon {
     this.relay = relay;
     relay.registry.on('registered', () => this.registrantsEver++);
 
-    // Listeners go on before open(): events of the confirmation window are relayed too.
+    // Fork events only: the receive worker relays them itself (relay.link) and sees registrants'
+    // exits on their pidfds, so no event crosses to this thread on the everyday path.
     const connector = new ProcConnector({
-      events: ['fork', 'exit'],
+      events: ['fork'],
       receiveBufferBytes: options.receiveBufferBytes,
+      relay: relay.link,
     });
     this.connector = connector;
-    connector.on('events', (batch) => relay.handleEvents(batch));
     let droppedBefore = 0;
     connector.on('loss', (loss) => {
       const lost = loss.dropped - droppedBefore;
@@ -161,7 +162,7 @@ class Daemon {
       log.warn(
         `the proc connector socket overflowed: ${lost} events lost (${loss.dropped} so far, ${loss.overruns} overruns); looking for their forks in /proc`,
       );
-      // Exit events may be among the lost: look at every registrant's pidfd instead.
+      // Cheap insurance: every registrant's pidfd is looked at once more.
       relay.pruneExited();
       const plan = relay.recoverLostForks(lost);
       for (const fork of plan.forks) {
@@ -183,7 +184,7 @@ class Daemon {
     }
     this.throwIfStopping();
     log.info(
-      `subscribed to the proc connector (fork and exit events, ${connector.subscription} subscription); self-test passed`,
+      `subscribed to the proc connector (fork events, ${connector.subscription} subscription); self-test passed`,
     );
     this.checkReceiveBuffer(connector);
     this.restoreState(relay);
@@ -197,7 +198,11 @@ class Daemon {
       }),
       stats: createStatsAttribute(
         () => this.stats(),
-        () => relay.registry.list.slice().reverse(),
+        () =>
+          relay.registry.list
+            .slice()
+            .reverse()
+            .map((r) => ({ id: r.id, counters: relay.countersOf(r) })),
       ),
     });
     this.tree = tree;

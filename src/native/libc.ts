@@ -55,6 +55,7 @@ export const Errno = {
   ESRCH: 3,
   EINTR: 4,
   EIO: 5,
+  EBADF: 9,
   EAGAIN: 11,
   ENOMEM: 12,
   EACCES: 13,
@@ -96,6 +97,9 @@ const c = {
   write: libc.func('long write(int fd, void *buf, size_t count)'),
   poll: libc.func('int poll(void *fds, uint64_t nfds, int timeout)'),
   eventfd: libc.func('int eventfd(uint32_t initval, int flags)'),
+  epoll_create1: libc.func('int epoll_create1(int flags)'),
+  epoll_ctl: libc.func('int epoll_ctl(int epfd, int op, int fd, void *event)'),
+  epoll_wait: libc.func('int epoll_wait(int epfd, void *events, int maxevents, int timeout)'),
   // glibc >= 2.36 (Debian 12) wraps both pidfd calls.
   pidfd_open: libc.func('int pidfd_open(int pid, uint32_t flags)'),
   pidfd_send_signal: libc.func(
@@ -177,6 +181,18 @@ export function recvOrErrno(
 ): number {
   const view = buf.subarray(offset, offset + length);
   const n = Number(c.recv(fd, view, length, flags));
+  if (n >= 0) return n;
+  const e = koffi.errno();
+  if (e === Errno.EAGAIN || e === Errno.ENOBUFS || e === Errno.EINTR) return -e;
+  throw syscallError('recv', e);
+}
+
+/**
+ * recv(2) into the whole of `buf`, with recvOrErrno's outcomes, for the relay's per-event loop:
+ * no view is made, so nothing is allocated per call.
+ */
+export function recvInto(fd: number, buf: Buffer, flags: number): number {
+  const n = Number(c.recv(fd, buf, buf.length, flags));
   if (n >= 0) return n;
   const e = koffi.errno();
   if (e === Errno.EAGAIN || e === Errno.ENOBUFS || e === Errno.EINTR) return -e;
@@ -279,6 +295,47 @@ export function poll(fds: Buffer, timeoutMs: number): number {
 
 export function eventfd(initval: number, flags: number): number {
   return check('eventfd', c.eventfd(initval, flags));
+}
+
+// ---------------------------------------------------------------------------------------------
+// epoll (include/uapi/linux/eventpoll.h); the struct epoll_event layout is in ./structs.
+
+export const EPOLL_CLOEXEC = 0o2000000;
+export const EPOLL_CTL_ADD = 1;
+export const EPOLL_CTL_DEL = 2;
+export const EPOLLIN = 0x1;
+export const EPOLLHUP = 0x10;
+
+export function epollCreate1(flags: number): number {
+  return check('epoll_create1', c.epoll_create1(flags));
+}
+
+/**
+ * epoll_ctl(2) with a caller-built struct epoll_event (null for EPOLL_CTL_DEL). Returns 0 or the
+ * positive errno: the worker's loop treats ENOENT/EBADF on a delete as an outcome, not a failure.
+ */
+export function epollCtl(epfd: number, op: number, fd: number, event: Buffer | null): number {
+  const r = c.epoll_ctl(epfd, op, fd, event);
+  return r < 0 ? koffi.errno() : 0;
+}
+
+/**
+ * epoll_wait(2) into a caller-built array of struct epoll_event; returns the number filled in.
+ * EINTR is returned as 0 (a spurious wake-up).
+ */
+export function epollWait(
+  epfd: number,
+  events: Buffer,
+  maxEvents: number,
+  timeoutMs: number,
+): number {
+  const n = c.epoll_wait(epfd, events, maxEvents, timeoutMs);
+  if (n < 0) {
+    const e = koffi.errno();
+    if (e === Errno.EINTR) return 0;
+    throw syscallError('epoll_wait', e);
+  }
+  return n;
 }
 
 // ---------------------------------------------------------------------------------------------

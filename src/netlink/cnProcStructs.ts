@@ -12,6 +12,7 @@
  *
  * The parser never throws on short or garbage input: it counts what it cannot read and goes on.
  */
+import { SOCKADDR_NL } from '../native/structs';
 import type { ProcEvent, ProcEventKind } from './events';
 
 // ---------------------------------------------------------------------------------------------
@@ -46,18 +47,8 @@ export function nlmsgAlign(len: number): number {
 /** Netlink protocol number of the connector (include/uapi/linux/netlink.h). */
 export const NETLINK_CONNECTOR = 11;
 
-/** struct sockaddr_nl (include/uapi/linux/netlink.h). */
-export const SOCKADDR_NL = {
-  SIZE: 12,
-  /** __kernel_sa_family_t nl_family (AF_NETLINK) */
-  FAMILY: 0,
-  /** unsigned short nl_pad */
-  PAD: 2,
-  /** __u32 nl_pid: 0 lets the kernel assign the port id. */
-  PID: 4,
-  /** __u32 nl_groups: multicast group mask; the proc connector multicasts to CN_IDX_PROC. */
-  GROUPS: 8,
-} as const;
+/** struct sockaddr_nl: defined once in src/native/structs.ts beside the bind() that takes it. */
+export { SOCKADDR_NL };
 
 // ---------------------------------------------------------------------------------------------
 // struct cn_msg (include/uapi/linux/connector.h)

@@ -12,37 +12,27 @@
  *   await connector.close();     // unsubscribed, worker stopped, socket closed
  *
  * Threads: the main thread opens the socket and sends requests; a worker_thread
- * (receiveWorker.ts) only reads it and posts raw datagrams in batches; the main thread parses
- * them (cnProcStructs.ts) and emits one 'events' batch per worker batch. An open connector keeps
- * the process alive (like a listening server) until close().
+ * (receiveWorker.ts, hosted by workerHost.ts) reads it and posts raw datagrams in batches; the
+ * main thread parses them (cnProcStructs.ts) and emits one 'events' batch per worker batch; the
+ * subscription handshake lives in subscription.ts. An open connector keeps the process alive
+ * (like a listening server) until close().
+ *
+ * The fast path (option `relay`, the daemon's): the worker signals the registrants of a
+ * src/relay fork table itself, and posts datagrams to the main thread only while something here
+ * needs them (open(), selfTest(), 'events' listeners): nobody pays for events nobody listens to.
  */
 import { spawn } from 'node:child_process';
-import { randomInt } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import path from 'node:path';
-import type { Worker } from 'node:worker_threads';
-import { EFD_CLOEXEC, EFD_NONBLOCK, close as closeFd, eventfd, write } from '../native/libc';
-import { startWorker } from '../native/workerThread';
-import {
-  PROC_CN_MCAST_IGNORE,
-  PROC_CN_MCAST_LISTEN,
-  PROC_EVENT_ALL,
-  PROC_EVENT_BIT,
-  PROC_EVENT_FORK,
-  eventTypeMask,
-  parseDatagram,
-  type CnProcSink,
-} from './cnProcStructs';
+import type { ForkRelayLink } from '../relay/forkTable';
+import { PROC_EVENT_FORK, parseDatagram, type CnProcSink } from './cnProcStructs';
 import { ProcConnectorError, noEventsError, toProcConnectorError } from './errors';
 import { PROC_EVENT_KINDS, type ProcEvent, type ProcEventKind } from './events';
-import {
-  DEFAULT_BATCH_BYTES,
-  FRAME_HEADER_BYTES,
-  RECEIVE_WORKER_ROLE,
-  type ReceiveWorkerData,
-  type ReceiveWorkerMessage,
-} from './receiveWorker';
+import { CONTROL_FORWARD, CONTROL_INTS, type ReceiveWorkerMessage } from './receiveWorker';
 import { closeSocket, openProcConnectorSocket, readSocketDrops, sendMcastRequest } from './socket';
+import { SubscriptionHandshake, type HandshakeHost, type SubscriptionMode } from './subscription';
+import { ReceiveWorkerHost, forEachFrame } from './workerHost';
+
+export type { SubscriptionMode } from './subscription';
 
 /**
  * Default receive buffer (the SO_RCVBUFFORCE argument; the kernel doubles it for bookkeeping,
@@ -54,8 +44,6 @@ import { closeSocket, openProcConnectorSocket, readSocketDrops, sendMcastRequest
 export const DEFAULT_RECEIVE_BUFFER_BYTES = 32 * 1024 * 1024;
 /** How long open() waits for the kernel to confirm a subscription. */
 export const DEFAULT_ACK_TIMEOUT_MS = 1000;
-/** Tries of a fork confirmation that the socket's overflow spoiled. */
-const CONFIRM_ATTEMPTS = 3;
 /** How long selfTest() waits for its own child's fork event. */
 export const DEFAULT_SELF_TEST_TIMEOUT_MS = 2000;
 
@@ -68,6 +56,12 @@ export interface ProcConnectorOptions {
   legacyListen?: boolean;
   /** How long open() waits for the kernel to confirm the subscription (default 1000 ms). */
   ackTimeoutMs?: number;
+  /**
+   * Relay forks in the receive worker through this fork table (src/relay: Relay.link). Events
+   * then reach the main thread only while 'events' has listeners (and during open() and
+   * selfTest()); `counters.received` counts only those.
+   */
+  relay?: ForkRelayLink;
 }
 
 /** Cumulative loss, as of an ENOBUFS (or close()). */
@@ -100,18 +94,6 @@ export type ProcConnectorEvents = {
   error: [err: ProcConnectorError];
 };
 
-/**
- * How the kernel was asked for events:
- * - 'filtered': struct proc_input with an event_type mask (Linux >= 6.6). First a proc_input
- *   asking for PROC_EVENT_ALL, confirmed by our ACK (the kernel's positive answer: it parsed the
- *   proc_input of a requester in the initial namespaces); then narrowed to the mask, which is
- *   checked with our own children's events: their forks arrive, their events of kinds outside
- *   the filter do not (a filtered subscriber is sent no ACK);
- * - 'legacy': the bare 4-byte PROC_CN_MCAST_LISTEN (every kind), confirmed by our ACK; kinds not
- *   asked for are dropped in user space.
- */
-export type SubscriptionMode = 'filtered' | 'legacy';
-
 type State = 'new' | 'opening' | 'open' | 'closing' | 'closed';
 
 /** Events of one of our own children, watched while confirming the subscription. */
@@ -123,29 +105,20 @@ interface PidWatch {
   onFork: (() => void) | undefined;
 }
 
-/** Kinds our confirmation child makes (fork, sid via setsid, exec, exit) outside `mask`. */
-function probeKinds(mask: number): ProcEventKind[] {
-  return (['sid', 'exec', 'exit'] as const).filter((k) => (mask & PROC_EVENT_BIT[k]) === 0);
-}
-
-/** The receive worker module beside this file (started by src/native/workerThread.ts). */
-const WORKER_ENTRY = path.join(__dirname, 'receiveWorker');
-
-function startReceiveWorker(data: ReceiveWorkerData): Worker {
-  return startWorker(WORKER_ENTRY, data);
-}
-
 function emptyReceived(): Record<ProcEventKind, number> {
   return { fork: 0, exec: 0, uid: 0, gid: 0, sid: 0, ptrace: 0, comm: 0, coredump: 0, exit: 0 };
 }
 
 export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
-  private readonly kinds: readonly ProcEventKind[];
   private readonly wanted: Record<ProcEventKind, boolean>;
-  private readonly allKinds: boolean;
   private readonly receiveBufferRequest: number;
-  private readonly legacyListen: boolean;
   private readonly ackTimeoutMs: number;
+  /** The subscription handshake (./subscription.ts), talking to the kernel through us. */
+  private readonly handshake: SubscriptionHandshake;
+  private readonly relayLink: ForkRelayLink | undefined;
+  /** Shared with the worker: CONTROL_FORWARD = 1 while datagrams must come to this thread. */
+  private readonly control = new Int32Array(new SharedArrayBuffer(CONTROL_INTS * 4));
+  private selfTesting = false;
 
   private state: State = 'new';
   private openPromise: Promise<void> | undefined;
@@ -154,13 +127,7 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
   private readonly undo: { name: string; run: () => void | Promise<void> }[] = [];
 
   private fd = -1;
-  private wakeFd = -1;
-  private worker: Worker | undefined;
-  private workerStopped: (() => void) | undefined;
   private mode: SubscriptionMode | undefined;
-  /** proc_input.event_type currently in force ('filtered' mode). */
-  private kernelMask = 0;
-  private requestSeq = 0;
   private effectiveReceiveBuffer = 0;
 
   // Counters and parse state (main thread).
@@ -197,9 +164,7 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
       }
       wanted[k] = true;
     }
-    this.kinds = [...new Set(kinds)];
     this.wanted = wanted;
-    this.allKinds = PROC_EVENT_KINDS.every((k) => wanted[k]);
     const rcvbuf = options.receiveBufferBytes ?? DEFAULT_RECEIVE_BUFFER_BYTES;
     if (!Number.isInteger(rcvbuf) || rcvbuf < 4096 || rcvbuf > 0x3fffffff) {
       throw new ProcConnectorError(
@@ -208,11 +173,31 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
       );
     }
     this.receiveBufferRequest = rcvbuf;
-    this.legacyListen = options.legacyListen ?? false;
     this.ackTimeoutMs = options.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS;
     if (!(this.ackTimeoutMs > 0 && this.ackTimeoutMs <= 60_000)) {
       throw new ProcConnectorError('EINVAL', 'ProcConnector: ackTimeoutMs must be from 1 to 60000');
     }
+    const host: HandshakeHost = {
+      send: (request) => sendMcastRequest(this.fd, request),
+      waitForAck: (ack, timeoutMs) => this.waitForAck(ack, timeoutMs),
+      drops: () => readSocketDrops(this.fd),
+      spawnWatched: (timeoutMs, setsid) => this.spawnWatched(timeoutMs, setsid),
+      unwatch: (watch) => this.unwatch(watch as PidWatch),
+    };
+    this.handshake = new SubscriptionHandshake(host, {
+      kinds: [...new Set(kinds)],
+      legacyListen: options.legacyListen ?? false,
+      ackTimeoutMs: this.ackTimeoutMs,
+      receiveBufferBytes: rcvbuf,
+    });
+    this.relayLink = options.relay;
+    this.updateForwarding();
+    // 'newListener' and 'removeListener' are EventEmitter's own events, outside our event map.
+    const emitter = this as EventEmitter;
+    emitter.on('newListener', (name: string | symbol) => {
+      if (name === 'events') Atomics.store(this.control, CONTROL_FORWARD, 1);
+    });
+    emitter.on('removeListener', () => this.updateForwarding());
     this.sink = {
       event: (event, seq) => this.onEvent(event, seq),
       ack: (ack, err, seq, cpu) => this.onAck(ack, err, seq, cpu),
@@ -265,6 +250,7 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
     try {
       await this.openPromise;
       this.state = 'open';
+      this.updateForwarding();
       // Events that came while the subscription was being confirmed, in order.
       for (const batch of this.heldBatches.splice(0)) this.emit('events', batch);
     } catch (err) {
@@ -286,18 +272,23 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
       throw new ProcConnectorError('EINVAL', `ProcConnector.selfTest(): not open (${this.state})`);
     }
     // A filtered subscription without fork is widened for the test, then narrowed again.
-    const widen = this.mode === 'filtered' && (this.kernelMask & PROC_EVENT_FORK) === 0;
-    if (widen) this.requestFiltered(this.kernelMask | PROC_EVENT_FORK);
+    const handshake = this.handshake;
+    const widen = this.mode === 'filtered' && (handshake.kernelMask & PROC_EVENT_FORK) === 0;
+    if (widen) handshake.requestFiltered(handshake.kernelMask | PROC_EVENT_FORK);
+    this.selfTesting = true;
+    this.updateForwarding();
     try {
-      const outcome = await this.confirmByFork(timeoutMs);
-      if (outcome === 'overflow') throw this.overflowError('the self-test');
+      const outcome = await handshake.confirmByFork(timeoutMs);
+      if (outcome === 'overflow') throw handshake.overflowError('the self-test');
       if (outcome === 'silent') {
         throw noEventsError(
           `the proc connector delivered no event for a fork of our own within ${timeoutMs} ms`,
         );
       }
     } finally {
-      if (widen && this.state === 'open') this.requestFiltered(this.kernelMask);
+      this.selfTesting = false;
+      this.updateForwarding();
+      if (widen && this.state === 'open') handshake.requestFiltered(handshake.kernelMask);
     }
   }
 
@@ -335,158 +326,32 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
       },
     });
 
-    this.wakeFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    this.undo.push({
-      name: 'close eventfd',
-      run: () => {
-        closeFd(this.wakeFd);
-        this.wakeFd = -1;
+    const host = new ReceiveWorkerHost({
+      fd: this.fd,
+      control: this.control.buffer as SharedArrayBuffer,
+      relay: this.relayLink,
+      // Looked up at each message, so that a test can wrap onWorkerMessage.
+      onMessage: (msg) => this.onWorkerMessage(msg),
+      onFailure: (message, cause) => {
+        if (this.state === 'open' || this.state === 'opening') this.emitError(message, cause);
       },
     });
-
-    await this.startWorker();
-    this.undo.push({ name: 'stop worker', run: () => this.stopWorker() });
+    this.undo.push({ name: 'stop worker', run: () => host.stop() });
+    await host.start();
 
     // From here on the kernel may count us as a listener: undo with IGNORE whatever we asked.
     this.undo.push({
       name: 'unsubscribe',
-      run: () => {
-        sendMcastRequest(this.fd, {
-          op: PROC_CN_MCAST_IGNORE,
-          seq: this.nextSeq(),
-          ack: 0,
-        });
-      },
+      run: () => this.handshake.unsubscribe(),
     });
     await this.subscribe();
   }
 
   private async subscribe(): Promise<void> {
-    const mask = eventTypeMask(this.kinds);
-    if (!this.allKinds && !this.legacyListen && probeKinds(mask | PROC_EVENT_FORK).length > 0) {
-      // Positive evidence first: a proc_input asking for every kind is ACKed, and only by a
-      // kernel that parses proc_input (>= 6.6) for a requester in the initial namespaces; an
-      // ignored request gets no answer at all. Events seen meanwhile prove nothing: see
-      // listenAcked(). Without the ACK, the legacy listen below tells Linux < 6.6 (ACKed) from
-      // an ignored socket (not ACKed: ENOEVENTS).
-      if (await this.listenAcked(PROC_EVENT_ALL)) {
-        // Until confirmed, fork is in the filter too: the confirmation watches our own fork.
-        this.requestFiltered(mask | PROC_EVENT_FORK);
-        const outcome = await this.confirmFilter(this.ackTimeoutMs);
-        if (outcome === 'filtered') {
-          this.mode = 'filtered';
-          if ((mask & PROC_EVENT_FORK) === 0) this.requestFiltered(mask);
-          return;
-        }
-        if (outcome === 'overflow') throw this.overflowError('confirming the subscription');
-        // The kernel took the proc_input but did not filter for us: ask for every kind again.
-        this.kernelMask = 0;
-      }
-    }
-    if (!(await this.listenAcked(undefined))) {
-      throw noEventsError(
-        `the kernel did not answer our proc connector listen request within ${this.ackTimeoutMs} ms`,
-      );
-    }
-    this.mode = 'legacy';
-    // Every kind is numbered in the per-CPU sequence and every one now reaches us.
-    this.trackSequence = true;
-  }
-
-  /**
-   * PROC_CN_MCAST_LISTEN for every kind, confirmed by the kernel's ACK (cn_msg.ack = ours + 1):
-   * the bare 4-byte form if `eventType` is undefined, else a struct proc_input with that
-   * event_type, which must be PROC_EVENT_ALL: cn_filter() drops the ACK (what = PROC_EVENT_NONE)
-   * for any narrower filter (drivers/connector/cn_proc.c, Linux 6.6 to 6.18). Resolves true once
-   * ACKed, false if the kernel stayed silent (nothing lost meanwhile); rejects on an ACK with an
-   * error or when the socket overflowed on every attempt.
-   *
-   * The ACK is the proof that the kernel took the request: cn_proc_mcast_ctl() returns without
-   * acting and without an answer for a requester outside the initial pid or user namespace (and
-   * Linux < 6.6 ignores an 8-byte proc_input likewise), yet such a socket, bound to the group,
-   * still receives every event whenever proc_event_num_listeners > 0 (cn_filter() passes a socket
-   * whose sk_user_data was never set): seeing events, even our own, proves nothing.
-   */
-  private async listenAcked(eventType: number | undefined): Promise<boolean> {
-    for (let attempt = 0; attempt < CONFIRM_ATTEMPTS; attempt++) {
-      const dropsBefore = readSocketDrops(this.fd);
-      if (attempt > 0 && eventType === undefined) {
-        // Kernels before 6.6 count every LISTEN (and IGNORE) in proc_event_num_listeners:
-        // balance a possibly counted earlier LISTEN before asking again. (Since 6.6 a repeated
-        // LISTEN is not counted again, and before 6.6 a proc_input is not counted at all.)
-        sendMcastRequest(this.fd, { op: PROC_CN_MCAST_IGNORE, seq: this.nextSeq(), ack: 0 });
-      }
-      const ack = randomInt(1, 0x7ffffffe);
-      const answered = this.waitForAck(ack, this.ackTimeoutMs);
-      sendMcastRequest(this.fd, { op: PROC_CN_MCAST_LISTEN, eventType, seq: this.nextSeq(), ack });
-      const err = await answered;
-      if (err === 0) return true;
-      if (err !== undefined) throw toProcConnectorError(ackError(err));
-      if (readSocketDrops(this.fd) === dropsBefore) return false;
-    }
-    throw this.overflowError('confirming the subscription');
-  }
-
-  private requestFiltered(mask: number): void {
-    this.kernelMask = mask >>> 0;
-    sendMcastRequest(this.fd, {
-      op: PROC_CN_MCAST_LISTEN,
-      eventType: this.kernelMask,
-      seq: this.nextSeq(),
-      ack: 0,
-    });
-  }
-
-  private nextSeq(): number {
-    this.requestSeq = (this.requestSeq + 1) >>> 0;
-    return this.requestSeq;
-  }
-
-  private startWorker(): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      const worker = startReceiveWorker({
-        role: RECEIVE_WORKER_ROLE,
-        fd: this.fd,
-        wakeFd: this.wakeFd,
-        batchBytes: DEFAULT_BATCH_BYTES,
-      });
-      this.worker = worker;
-      let ready = false;
-      worker.on('message', (msg: ReceiveWorkerMessage) => {
-        if (msg.type === 'ready') {
-          ready = true;
-          resolve();
-        } else this.onWorkerMessage(msg);
-      });
-      worker.on('error', (err) => {
-        if (!ready) reject(err);
-        else this.emitError(`the receive worker failed: ${err.message}`, err);
-      });
-      worker.on('exit', (code) => {
-        this.worker = undefined;
-        const stopped = this.workerStopped;
-        this.workerStopped = undefined;
-        if (!ready)
-          reject(new Error(`the receive worker exited with code ${code} before starting`));
-        else if (stopped) stopped();
-        else if (this.state === 'open' || this.state === 'opening') {
-          this.emitError(`the receive worker exited unexpectedly (code ${code})`);
-        }
-      });
-    });
-  }
-
-  /** Wake the worker through the eventfd and wait for it to exit. */
-  private async stopWorker(): Promise<void> {
-    const worker = this.worker;
-    if (!worker) return;
-    const exited = new Promise<void>((resolve) => {
-      this.workerStopped = resolve;
-    });
-    const one = Buffer.alloc(8);
-    one.writeBigUInt64LE(1n);
-    write(this.wakeFd, one);
-    await exited;
+    this.mode = await this.handshake.subscribe();
+    // In legacy mode every kind is numbered in the per-CPU sequence and every one reaches us
+    // (unless the worker relays and forwards only on demand: then the numbers seen have holes).
+    this.trackSequence = this.mode === 'legacy' && this.relayLink === undefined;
   }
 
   /** Run every undo step, newest first; returns the first failure (after running them all). */
@@ -510,66 +375,6 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
   // Confirmation
 
   /**
-   * Fork a child and wait for its event, trying again while the socket overflows: an event lost
-   * to a full queue is not the kernel ignoring us. 'silent' means nothing was lost and nothing
-   * came.
-   */
-  private async confirmByFork(timeoutMs: number): Promise<'seen' | 'silent' | 'overflow'> {
-    for (let attempt = 0; attempt < CONFIRM_ATTEMPTS; attempt++) {
-      const dropsBefore = readSocketDrops(this.fd);
-      const watch = await this.spawnWatched(timeoutMs, false);
-      this.unwatch(watch);
-      if (watch.forkSeen) return 'seen';
-      if (readSocketDrops(this.fd) === dropsBefore) return 'silent';
-    }
-    return 'overflow';
-  }
-
-  /**
-   * Check that the filter asked for is in force (a filtered subscriber gets no ACK; that the
-   * kernel took our proc_input at all was proven before, by listenAcked()). Child A (spawned with
-   * setsid(), so it makes fork, sid, exec and exit events) must show its fork; then child B is
-   * spawned after A was reaped, and once B's fork has been parsed here, so has every event of A
-   * that was queued before A was reaped: one receive queue, read in order by the worker and
-   * parsed in order here. A's sid and exec events are such events (setsid() and execve() run in
-   * A before it exits); its exit event may not be (do_exit() calls proc_exit_connector() after
-   * exit_notify() has made A reapable), so it can only add evidence. A's watch therefore stays
-   * registered until B's fork is here: the 'close' of A (its reaping) can come before the worker
-   * has even read A's events (a loaded machine), and events of A parsed after its watch was gone
-   * were lost evidence, which once confirmed a filter that was not there. If any of A's events
-   * has a kind outside the filter, the filter is not in force.
-   */
-  private async confirmFilter(
-    timeoutMs: number,
-  ): Promise<'filtered' | 'unfiltered' | 'silent' | 'overflow'> {
-    for (let attempt = 0; attempt < CONFIRM_ATTEMPTS; attempt++) {
-      const dropsBefore = readSocketDrops(this.fd);
-      const a = await this.spawnWatched(timeoutMs, true);
-      try {
-        const b = a.forkSeen ? await this.spawnWatched(timeoutMs, false) : undefined;
-        if (b) this.unwatch(b);
-        if (a.forkSeen && b?.forkSeen) {
-          const leaked = a.kinds.some((k) => (this.kernelMask & PROC_EVENT_BIT[k]) === 0);
-          return leaked ? 'unfiltered' : 'filtered';
-        }
-      } finally {
-        this.unwatch(a);
-      }
-      if (readSocketDrops(this.fd) === dropsBefore) return 'silent';
-    }
-    return 'overflow';
-  }
-
-  private overflowError(during: string): ProcConnectorError {
-    return new ProcConnectorError(
-      'ENOBUFS',
-      `the proc connector socket overflowed ${CONFIRM_ATTEMPTS} times while ${during}, so the ` +
-        `kernel's answer was lost: the receive buffer (${this.receiveBufferRequest} bytes) is too ` +
-        `small for this machine's event rate; raise receiveBufferBytes`,
-    );
-  }
-
-  /**
    * Spawn /bin/true (in a new session if `setsid`) and wait up to `timeoutMs` for its fork
    * event; always reaps the child before returning. Returns the child's watch, still registered
    * (it goes on collecting the kinds of the child's events as they are parsed) until the caller
@@ -591,6 +396,7 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
     }
     const watch: PidWatch = { pid, forkSeen: false, kinds: [], onFork: undefined };
     this.pidWatches.push(watch);
+    this.updateForwarding();
     let timer: NodeJS.Timeout | undefined;
     try {
       await new Promise<void>((resolve) => {
@@ -611,6 +417,23 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
   private unwatch(watch: PidWatch): void {
     const at = this.pidWatches.indexOf(watch);
     if (at >= 0) this.pidWatches.splice(at, 1);
+    this.updateForwarding();
+  }
+
+  /**
+   * Tell the worker whether datagrams must come here: always without a relay; with one, while
+   * the handshake or self-test runs (ACKs, our own children's events) or 'events' has listeners.
+   */
+  private updateForwarding(): void {
+    const needed =
+      this.relayLink === undefined ||
+      this.state === 'new' ||
+      this.state === 'opening' ||
+      this.selfTesting ||
+      this.pidWatches.length > 0 ||
+      this.ackWaiters.size > 0 ||
+      this.listenerCount('events') > 0;
+    Atomics.store(this.control, CONTROL_FORWARD, needed ? 1 : 0);
   }
 
   /** Resolves with the ACK's err, or undefined after `timeoutMs`. */
@@ -648,6 +471,9 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
         if (lost) this.emit('loss', { overruns: msg.overruns, dropped: msg.dropped });
         break;
       }
+      case 'relay':
+        this.relayLink?.notice(msg.notice);
+        break;
       case 'fatal':
         this.emitError(`the receive worker stopped: ${msg.message}`);
         break;
@@ -657,20 +483,11 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
   }
 
   private onBatch(buffer: ArrayBuffer): void {
-    const view = new DataView(buffer);
-    const end = view.byteLength;
     this.batch = [];
-    let off = 0;
-    while (off + FRAME_HEADER_BYTES <= end) {
-      const len = view.getUint32(off, true);
-      off += FRAME_HEADER_BYTES;
-      if (off + len > end) {
-        this.malformed++;
-        break;
-      }
-      parseDatagram(view, off, len, this.sink);
-      off += (len + 3) & ~3;
-    }
+    const whole = forEachFrame(buffer, (view, off, len) =>
+      parseDatagram(view, off, len, this.sink),
+    );
+    if (!whole) this.malformed++;
     const batch = this.batch;
     this.batch = [];
     if (batch.length === 0) return;
@@ -721,18 +538,4 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
   private emitError(message: string, cause?: unknown): void {
     this.emit('error', new ProcConnectorError('EWORKER', `proc connector: ${message}`, { cause }));
   }
-}
-
-/** An ACK with a non-zero err, as the errno of the request it answers. */
-function ackError(err: number): Error {
-  const code = err === 1 ? 'EPERM' : err === 22 ? 'EINVAL' : `E${err}`;
-  const e = new Error(`PROC_CN_MCAST_LISTEN answered ${code}`) as Error & {
-    code: string;
-    syscall: string;
-    errno: number;
-  };
-  e.code = code;
-  e.syscall = 'PROC_CN_MCAST_LISTEN';
-  e.errno = -err;
-  return e;
 }

@@ -3,10 +3,17 @@
  * thread's event loop (a busy main thread must not become lost events: the kernel drops what does
  * not fit in the socket's receive buffer).
  *
- * Loop: recv(MSG_DONTWAIT) until EAGAIN into one large buffer, post what was read to the main
- * thread as one batch (an ArrayBuffer, transferred), then poll([socket, wake eventfd], -1).
- * ProcConnector.close() writes the eventfd to wake the loop, which drains once more, reports its
- * final counters and returns; the worker then exits on its own (it holds no handles).
+ * Loop: recv(MSG_DONTWAIT) one datagram at a time until EAGAIN, then epoll_wait on the socket,
+ * the stop eventfd and, with the relay's fast path, its doorbell and every registrant's pidfd.
+ * Each datagram is:
+ * - relayed here, when a fork relay is attached (src/relay/forkTable.ts): the four pids are read
+ *   in place and each registrant is signalled in the same loop, nothing allocated per event;
+ * - forwarded to the main thread (framed into the batch buffer, posted as one ArrayBuffer per
+ *   drain) only while the `forward` flag is set: always without a relay; with one, only while
+ *   the main thread needs events (subscription handshake, self-test, 'events' listeners), so
+ *   the daemon's everyday path never crosses threads.
+ * ProcConnector.close() writes the stop eventfd, after which the loop drains once more, reports
+ * its final counters and returns; the worker then exits on its own (it holds no handles).
  *
  * Batch format: datagrams back to back, each framed as [u32 LE length][bytes], padded to 4.
  *
@@ -15,7 +22,42 @@
  * (SO_MEMINFO[SK_MEMINFO_DROPS]), posts a loss notice and keeps reading. It never stops on loss.
  */
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
-import { Errno, MSG_DONTWAIT, MSG_TRUNC, POLLIN, poll, read, recvOrErrno } from '../native/libc';
+import {
+  EPOLL_CLOEXEC,
+  EPOLL_CTL_ADD,
+  EPOLLIN,
+  Errno,
+  MSG_DONTWAIT,
+  MSG_TRUNC,
+  POLLIN,
+  close,
+  epollCreate1,
+  epollCtl,
+  epollWait,
+  poll,
+  read,
+  recvInto,
+  syscallError,
+} from '../native/libc';
+import { EPOLL_EVENT, POLLFD } from '../native/structs';
+import {
+  EPOLL_TAG_DOORBELL,
+  EPOLL_TAG_SOCKET,
+  EPOLL_TAG_STOP,
+  ForkSender,
+  type ForkRelayNotice,
+  type ForkRelayWorkerData,
+} from '../relay/forkTable';
+import {
+  CN_IDX_PROC,
+  CN_MSG,
+  CN_VAL_PROC,
+  EVENT_DATA,
+  NLMSGHDR,
+  NLMSG_DONE,
+  PROC_EVENT,
+  PROC_EVENT_FORK,
+} from './cnProcStructs';
 import { SK_MEMINFO_BYTES, readSocketDrops } from './socket';
 
 /** What ProcConnector passes as workerData. */
@@ -27,15 +69,24 @@ export interface ReceiveWorkerData {
   wakeFd: number;
   /** Size of the batch buffer. */
   batchBytes: number;
+  /** Int32[CONTROL_INTS], shared: CONTROL_FORWARD is 1 while the main thread wants datagrams. */
+  control: SharedArrayBuffer;
+  /** The relay's fast path, if any. */
+  relay?: ForkRelayWorkerData;
 }
 
 export const RECEIVE_WORKER_ROLE = 'relayfork-netlink-receive';
+
+/** Index of the forward flag in ReceiveWorkerData.control. */
+export const CONTROL_FORWARD = 0;
+export const CONTROL_INTS = 2;
 
 /** Messages from the worker to the main thread. */
 export type ReceiveWorkerMessage =
   | { type: 'ready' }
   | { type: 'batch'; buffer: ArrayBuffer }
   | { type: 'loss'; overruns: number; dropped: number }
+  | { type: 'relay'; notice: ForkRelayNotice }
   | { type: 'stopped'; overruns: number; dropped: number }
   | { type: 'fatal'; message: string; code?: string };
 
@@ -51,28 +102,50 @@ export const MAX_DATAGRAM_BYTES = 4096;
 export const DEFAULT_BATCH_BYTES = 256 * 1024;
 
 /**
- * Under load, the worker waits this long before posting a small batch (see the loop). It bounds
- * the added latency; the socket queue grows by rate x window meanwhile (110 events at 110k/s).
+ * Without a relay, under load, the worker waits this long before posting a small batch (see the
+ * loop). It bounds the added latency of forwarded events; the socket queue grows by rate x
+ * window meanwhile (110 events at 110k/s). With a relay the worker never waits: a signal must
+ * not be a millisecond late.
  */
 export const COALESCE_WINDOW_MS = 1;
 
 const POLLNVAL = 0x20;
-const POLLFD_SIZE = 8; // struct pollfd { int fd; short events; short revents; }
-const POLLFD_REVENTS = 6;
+const EPOLL_BATCH = 64;
+
+/**
+ * Where a fork datagram's fields are: one nlmsghdr (NLMSG_DONE) holding one cn_msg holding one
+ * proc_event; the connector sends each event as a datagram of its own (cn_netlink_send_mult(),
+ * drivers/connector/connector.c, Linux 6.x), so only the first message is looked at here. Any
+ * other shape (an ACK, another kind under the legacy subscription) is not a fork to relay.
+ */
+const FORK_MIN_BYTES = NLMSGHDR.SIZE + CN_MSG.DATA + PROC_EVENT.EVENT_DATA + EVENT_DATA.FORK_SIZE;
+const AT_CN = NLMSGHDR.SIZE;
+const AT_EVENT = NLMSGHDR.SIZE + CN_MSG.DATA;
+const AT_FORK = AT_EVENT + PROC_EVENT.EVENT_DATA;
 
 export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void {
   const { fd, wakeFd } = data;
+  const control = new Int32Array(data.control);
   const batchBytes = Math.max(data.batchBytes, 2 * (FRAME_HEADER_BYTES + MAX_DATAGRAM_BYTES));
   const batch = Buffer.from(new ArrayBuffer(batchBytes));
+  /** One datagram, read in place (4-aligned, so the relay reads its pids with readInt32LE). */
+  const rx = Buffer.from(new ArrayBuffer(MAX_DATAGRAM_BYTES));
   const meminfo = Buffer.alloc(SK_MEMINFO_BYTES);
   const wakeValue = Buffer.alloc(8);
-  const pollfds = Buffer.alloc(2 * POLLFD_SIZE);
-  pollfds.writeInt32LE(fd, 0);
-  pollfds.writeInt16LE(POLLIN, 4);
-  pollfds.writeInt32LE(wakeFd, POLLFD_SIZE);
-  pollfds.writeInt16LE(POLLIN, POLLFD_SIZE + 4);
+  const events = Buffer.alloc(EPOLL_BATCH * EPOLL_EVENT.SIZE);
+  const wakeOnly = Buffer.alloc(POLLFD.SIZE);
+  wakeOnly.writeInt32LE(wakeFd, POLLFD.FD);
+  wakeOnly.writeInt16LE(POLLIN, POLLFD.EVENTS);
 
-  const wakeOnly = pollfds.subarray(POLLFD_SIZE);
+  const epfd = epollCreate1(EPOLL_CLOEXEC);
+  const addToEpoll = (target: number, tag: number): void => {
+    const ev = Buffer.alloc(EPOLL_EVENT.SIZE);
+    ev.writeUInt32LE(EPOLLIN, EPOLL_EVENT.EVENTS);
+    ev.writeUInt32LE(tag, EPOLL_EVENT.DATA);
+    const errno = epollCtl(epfd, EPOLL_CTL_ADD, target, ev);
+    if (errno !== 0) throw syscallError('epoll_ctl', errno);
+  };
+
   let used = 0;
   let overruns = 0;
   let dropped = 0;
@@ -91,21 +164,42 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
     port.postMessage({ type: 'loss', overruns, dropped } satisfies ReceiveWorkerMessage);
   };
 
+  let sender: ForkSender | undefined;
+
+  /** Relay one datagram if it is a fork. */
+  const relayDatagram = (relay: ForkSender, n: number): void => {
+    if (
+      n < FORK_MIN_BYTES ||
+      rx.readUInt16LE(NLMSGHDR.TYPE) !== NLMSG_DONE ||
+      rx.readUInt32LE(AT_CN + CN_MSG.IDX) !== CN_IDX_PROC ||
+      rx.readUInt32LE(AT_CN + CN_MSG.VAL) !== CN_VAL_PROC ||
+      rx.readUInt32LE(AT_EVENT + PROC_EVENT.WHAT) !== PROC_EVENT_FORK
+    ) {
+      return;
+    }
+    relay.onFork(
+      rx.readInt32LE(AT_FORK + EVENT_DATA.FORK_PARENT_PID),
+      rx.readInt32LE(AT_FORK + EVENT_DATA.FORK_CHILD_PID),
+      rx.readInt32LE(AT_FORK + EVENT_DATA.FORK_CHILD_TGID),
+      // timestamp_ns as two halves: a BigInt would allocate per event (little-endian u64).
+      rx.readInt32LE(AT_EVENT + PROC_EVENT.TIMESTAMP_NS),
+      rx.readInt32LE(AT_EVENT + PROC_EVENT.TIMESTAMP_NS + 4),
+    );
+  };
+
   /** Read until EAGAIN. */
   const drain = (): void => {
     for (;;) {
-      if (batchBytes - used < FRAME_HEADER_BYTES + MAX_DATAGRAM_BYTES) flush();
-      const n = recvOrErrno(
-        fd,
-        batch,
-        used + FRAME_HEADER_BYTES,
-        MAX_DATAGRAM_BYTES,
-        MSG_DONTWAIT | MSG_TRUNC,
-      );
+      const n = recvInto(fd, rx, MSG_DONTWAIT | MSG_TRUNC);
       if (n >= 0) {
         const kept = Math.min(n, MAX_DATAGRAM_BYTES);
-        batch.writeUInt32LE(kept, used);
-        used += FRAME_HEADER_BYTES + ((kept + 3) & ~3);
+        if (sender !== undefined) relayDatagram(sender, kept);
+        if (Atomics.load(control, CONTROL_FORWARD) !== 0) {
+          if (batchBytes - used < FRAME_HEADER_BYTES + MAX_DATAGRAM_BYTES) flush();
+          batch.writeUInt32LE(kept, used);
+          rx.copy(batch, used + FRAME_HEADER_BYTES, 0, kept);
+          used += FRAME_HEADER_BYTES + ((kept + 3) & ~3);
+        }
         continue;
       }
       if (n === -Errno.EAGAIN) return;
@@ -119,12 +213,22 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
     }
   };
 
-  port.postMessage({ type: 'ready' } satisfies ReceiveWorkerMessage);
   try {
+    addToEpoll(fd, EPOLL_TAG_SOCKET);
+    addToEpoll(wakeFd, EPOLL_TAG_STOP);
+    if (data.relay !== undefined) {
+      sender = new ForkSender(data.relay, epfd, (notice) =>
+        port.postMessage({ type: 'relay', notice } satisfies ReceiveWorkerMessage),
+      );
+      addToEpoll(sender.doorbellFd, EPOLL_TAG_DOORBELL);
+    }
+    port.postMessage({ type: 'ready' } satisfies ReceiveWorkerMessage);
     let lastFlushMs = 0;
-    for (;;) {
+    let stop = false;
+    while (!stop) {
       drain();
       if (
+        sender === undefined &&
         used > 0 &&
         used < batchBytes / 4 &&
         performance.now() - lastFlushMs < COALESCE_WINDOW_MS
@@ -135,6 +239,9 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
         // storm: ~2,500 batches instead of ~70,000, a third of the CPU. A quiet machine never
         // waits: its events go out as soon as they are read.
         poll(wakeOnly, COALESCE_WINDOW_MS);
+        if (wakeOnly.readInt16LE(POLLFD.REVENTS) & POLLNVAL) {
+          throw new Error(`poll: the stop eventfd (fd ${wakeFd}) was closed under the worker`);
+        }
         drain();
       }
       if (used > 0) lastFlushMs = performance.now();
@@ -149,11 +256,13 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
           postLoss();
         }
       }
-      poll(pollfds, -1);
-      if (pollfds.readInt16LE(POLLFD_REVENTS) & POLLNVAL) {
-        throw new Error(`poll: the proc connector socket (fd ${fd}) was closed under the worker`);
+      const ready = epollWait(epfd, events, EPOLL_BATCH, -1);
+      for (let i = 0; i < ready; i++) {
+        const tag = events.readUInt32LE(i * EPOLL_EVENT.SIZE + EPOLL_EVENT.DATA);
+        if (tag === EPOLL_TAG_STOP) stop = true;
+        else if (tag === EPOLL_TAG_DOORBELL) sender?.onDoorbell();
+        else if (tag !== EPOLL_TAG_SOCKET) sender?.onPidfdReadable(tag);
       }
-      if (pollfds.readInt16LE(POLLFD_SIZE + POLLFD_REVENTS) & POLLIN) break;
     }
     read(wakeFd, wakeValue);
     // close() unsubscribed before waking us: take what the kernel queued until then.
@@ -168,6 +277,8 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
       message: e.message,
       code: typeof e.code === 'string' ? e.code : undefined,
     } satisfies ReceiveWorkerMessage);
+  } finally {
+    close(epfd);
   }
 }
 

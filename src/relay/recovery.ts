@@ -80,40 +80,6 @@ export function monotonicNsToStartTicks(monotonicNs: bigint): number {
   return Number(ticks);
 }
 
-/**
- * The last `capacity` forks received (child id and timestamp): what recovery must not relay
- * twice. The hot path stores two numbers (no allocation); a Set is built when a recovery needs it.
- */
-export class RecentForks {
-  private readonly tids: Int32Array;
-  private readonly times: BigInt64Array;
-  private next = 0;
-  private filled = false;
-
-  constructor(readonly capacity = 1 << 16) {
-    this.tids = new Int32Array(capacity);
-    this.times = new BigInt64Array(capacity);
-  }
-
-  add(childTid: number, timestampNs: bigint): void {
-    this.tids[this.next] = childTid;
-    this.times[this.next] = timestampNs;
-    this.next++;
-    if (this.next === this.tids.length) {
-      this.next = 0;
-      this.filled = true;
-    }
-  }
-
-  /** The child ids of forks stamped at or after `sinceNs` (older entries may name reused ids). */
-  since(sinceNs: bigint): Set<number> {
-    const set = new Set<number>();
-    const n = this.filled ? this.tids.length : this.next;
-    for (let i = 0; i < n; i++) if (this.times[i] >= sinceNs) set.add(this.tids[i]);
-    return set;
-  }
-}
-
 export interface RecoveryPlan {
   /** Forks to relay late, oldest first: [si_pid, child] as the relay sends them. */
   forks: Array<{ parent: number; child: number; task: FoundTask }>;

@@ -11,9 +11,20 @@
  */
 import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
-import { close, isSyscallError, pidfdOpen, PIDFD_THREAD, poll, POLLIN } from '../native/libc';
+import {
+  close,
+  Errno,
+  isSyscallError,
+  pidfdOpen,
+  PIDFD_THREAD,
+  poll,
+  POLLIN,
+  syscallError,
+} from '../native/libc';
+import { POLLFD } from '../native/structs';
 
-/** Why a registrant left: the user wrote "-id", the task exited (exit event, or seen exited), or
+/** Why a registrant left: the user wrote "-id", the task exited (its pidfd polled readable, in the
+ * receive worker's epoll set or here; or an exit event on the library's main-thread path), or
  * the kernel no longer knows it (ESRCH from pidfd_send_signal). */
 export type RemovalReason = 'written' | 'exited' | 'gone';
 
@@ -61,11 +72,21 @@ export type UnregisterOutcome = 'unregistered' | 'not-registered';
 
 const PID_MAX_PATH = '/proc/sys/kernel/pid_max';
 
-/** struct pollfd (include/uapi/asm-generic/poll.h): int fd; short events; short revents. */
-const POLLFD_SIZE = 8;
-const POLLFD_FD = 0;
-const POLLFD_EVENTS = 4;
-const POLLFD_REVENTS = 6;
+const POLLFD_SIZE = POLLFD.SIZE;
+const POLLFD_FD = POLLFD.FD;
+const POLLFD_EVENTS = POLLFD.EVENTS;
+const POLLFD_REVENTS = POLLFD.REVENTS;
+
+/**
+ * What the relay's fast path (src/relay/forkTable.ts) needs from the registry: to take a new
+ * registrant into its shared table (false: no room, the registration fails with ENOSPC), and to
+ * release a removed registrant's pidfd itself, because the receive worker may still be sending
+ * to it. Without hooks a removed pidfd is closed at once.
+ */
+export interface RegistryHooks {
+  admit?(registrant: Registrant): boolean;
+  release?(registrant: Registrant): void;
+}
 
 /** The kernel's pid_max: ids above it name no task (kernel/pid.c allocates below it). */
 export function readPidMax(): number {
@@ -108,6 +129,10 @@ export class Registry extends EventEmitter<RegistryEvents> {
   /** One pollfd reused for single-pidfd checks. */
   private readonly onePollFd = Buffer.alloc(POLLFD_SIZE);
   private closed = false;
+
+  constructor(private readonly hooks: RegistryHooks = {}) {
+    super();
+  }
 
   get size(): number {
     return this.order.length;
@@ -166,6 +191,10 @@ export class Registry extends EventEmitter<RegistryEvents> {
       comm: readComm(id),
       counters: { sent: 0, lost: 0, failed: 0, lastErrno: 0 },
     };
+    if (this.hooks.admit && !this.hooks.admit(registrant)) {
+      close(pidfd);
+      throw syscallError('register', Errno.ENOSPC);
+    }
     this.order.push(registrant);
     this.byId.set(id, registrant);
     this.emit('registered', { id, comm: registrant.comm });
@@ -189,7 +218,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
     this.byId.delete(registrant.id);
     const index = this.order.lastIndexOf(registrant);
     if (index >= 0) this.order.splice(index, 1);
-    close(registrant.pidfd);
+    this.release(registrant);
     this.emit('unregistered', {
       id: registrant.id,
       comm: registrant.comm,
@@ -236,9 +265,14 @@ export class Registry extends EventEmitter<RegistryEvents> {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const registrant of this.order) close(registrant.pidfd);
+    for (const registrant of this.order) this.release(registrant);
     this.order.length = 0;
     this.byId.clear();
+  }
+
+  private release(registrant: Registrant): void {
+    if (this.hooks.release) this.hooks.release(registrant);
+    else close(registrant.pidfd);
   }
 
   private pollExited(pidfd: number): boolean {

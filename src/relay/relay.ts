@@ -7,42 +7,36 @@
  * The per-event path allocates nothing: one 128-byte siginfo_t is reused for every send, and
  * nothing above debug is logged.
  */
-import { Errno, pidfdSendSignal } from '../native/libc';
+import { Errno, close as closeFd, pidfdSendSignal } from '../native/libc';
+import { SIGINFO, SI_ASYNCIO } from '../native/structs';
 import type { ProcEvent } from '../netlink/events';
 import type { Logger } from '../log';
 import { isAcceptedSignal, PATCH_DEFAULT_SIGNAL } from './patchRules';
+import { DEFAULT_FORK_TABLE_CAPACITY, ForkTable, type ForkRelayLink } from './forkTable';
+import { readTaskStat } from './procStat';
 import {
-  RecentForks,
   USER_HZ,
   monotonicNsToStartTicks,
   planRecovery,
   scanTasksStartedSince,
   type RecoveryPlan,
 } from './recovery';
-import { readTaskStat } from './procStat';
-import { Registry, type Registrant, type UnregisteredEvent } from './registry';
+import {
+  Registry,
+  type DeliveryCounters,
+  type Registrant,
+  type UnregisteredEvent,
+} from './registry';
 
-/**
- * siginfo_t on x86_64 (include/uapi/asm-generic/siginfo.h, Linux 6.x; no __ARCH_HAS_SWAPPED_SIGINFO
- * on x86): three ints, then `union __sifields`, 8-byte aligned because it holds pointers, so it
- * starts at 16; the whole struct is padded to SI_MAX_SIZE. For SI_ASYNCIO the kernel and the
- * receiver read the `_rt` member: _pid, _uid, then the sigval_t (union of int and pointer, so
- * 8-aligned at 24). Checked against `offsetof` with the system's glibc headers.
- */
-export const SIGINFO_SIZE = 128; // SI_MAX_SIZE
-export const SIGINFO_SI_SIGNO = 0;
-export const SIGINFO_SI_ERRNO = 4;
-export const SIGINFO_SI_CODE = 8;
-export const SIGINFO_SI_PID = 16; // _sifields._rt._pid
-export const SIGINFO_SI_UID = 20; // _sifields._rt._uid
-export const SIGINFO_SI_VALUE = 24; // _sifields._rt._sigval.sival_int
-
-/**
- * SI_ASYNCIO (include/uapi/asm-generic/siginfo.h): "sent by AIO completion", the code the patch
- * used. Being negative, pidfd_send_signal lets a sender other than the target set it (it refuses
- * si_code >= 0 and SI_TKILL, kernel/signal.c).
- */
-export const SI_ASYNCIO = -4;
+/** siginfo_t offsets and SI_ASYNCIO, defined once in src/native/structs.ts. */
+export const SIGINFO_SIZE = SIGINFO.SIZE;
+export const SIGINFO_SI_SIGNO = SIGINFO.SIGNO;
+export const SIGINFO_SI_ERRNO = SIGINFO.ERRNO;
+export const SIGINFO_SI_CODE = SIGINFO.CODE;
+export const SIGINFO_SI_PID = SIGINFO.PID;
+export const SIGINFO_SI_UID = SIGINFO.UID;
+export const SIGINFO_SI_VALUE = SIGINFO.VALUE;
+export { SI_ASYNCIO };
 
 export interface RelayOptions {
   /** Initial signal (default 33, RELAY_FORK_SIGNAL); must satisfy 32 < n < 64. */
@@ -56,6 +50,8 @@ export interface RelayOptions {
    * not yet show it exited. Bounded: after the last one a live registrant is kept.
    */
   exitRecheckDelaysMs?: readonly number[];
+  /** Registrants the fast path's shared table holds (default DEFAULT_FORK_TABLE_CAPACITY). */
+  capacity?: number;
 }
 
 export interface RelayCounters {
@@ -101,8 +97,17 @@ interface PendingExitCheck {
 }
 
 export class Relay {
-  readonly registry = new Registry();
+  readonly registry: Registry;
   readonly processesOnly: boolean;
+  /**
+   * The fast path: the registrant set shared with the proc connector's receive worker, which
+   * relays forks itself (pass `link` as ProcConnector's `relay` option). deliverFork and
+   * handleEvents remain the main-thread path, for library users that feed events themselves.
+   */
+  private readonly table: ForkTable;
+  /** Registrant of each table slot, and the slot of each registrant. */
+  private readonly bySlot = new Map<number, Registrant>();
+  private readonly slotOf = new Map<Registrant, number>();
   private signalInEffect: number;
   private readonly siginfo = Buffer.alloc(SIGINFO_SIZE);
   private readonly count: RelayCounters = {
@@ -118,16 +123,6 @@ export class Relay {
     forksRecovered: 0,
     forksUnrecoverable: 0,
   };
-  /** Forks received lately, so that a recovery does not relay them twice. */
-  private readonly recentForks = new RecentForks();
-  /** Timestamp (CLOCK_MONOTONIC ns) of the last fork event received. */
-  private lastForkNs: bigint | undefined;
-  /**
-   * Children a recovery relayed, and when its scan ended: a fork event for one of them stamped
-   * before then was still queued in the socket and is not relayed again.
-   */
-  private recovered = new Set<number>();
-  private recoveredUntilNs = 0n;
   /** Start of this relay in /proc ticks: the recovery window when no fork was received yet. */
   private readonly startTicks = readTaskStat(process.pid)?.startTime ?? 0;
   private readonly logger: Logger | undefined;
@@ -151,6 +146,40 @@ export class Relay {
     }
     this.signalInEffect = signal;
     this.processesOnly = options.processesOnly ?? false;
+    this.table = new ForkTable(
+      signal,
+      this.processesOnly,
+      (kind, slot) => {
+        const registrant = this.bySlot.get(slot);
+        if (registrant !== undefined) this.registry.remove(registrant, kind);
+      },
+      options.capacity ?? DEFAULT_FORK_TABLE_CAPACITY,
+    );
+    this.registry = new Registry({
+      admit: (registrant) => {
+        const slot = this.table.add(registrant.id, registrant.pidfd);
+        if (slot < 0) return false;
+        this.bySlot.set(slot, registrant);
+        this.slotOf.set(registrant, slot);
+        return true;
+      },
+      release: (registrant) => {
+        const slot = this.slotOf.get(registrant);
+        if (slot === undefined) {
+          closeFd(registrant.pidfd);
+          return;
+        }
+        // The worker's counts join the registrant's own (its 'unregistered' event reports them).
+        const c = this.table.slotCounters(slot);
+        registrant.counters.sent += c.sent;
+        registrant.counters.lost += c.lost;
+        registrant.counters.failed += c.failed;
+        if (c.lastErrno !== 0) registrant.counters.lastErrno = c.lastErrno;
+        this.slotOf.delete(registrant);
+        this.bySlot.delete(slot);
+        this.table.remove(slot, registrant.pidfd); // closes the pidfd once the worker let go
+      },
+    });
     this.logger = options.logger;
     this.exitRecheckDelaysMs = options.exitRecheckDelaysMs ?? DEFAULT_EXIT_RECHECK_DELAYS_MS;
     // Fixed fields of the siginfo, as rfd_relay_fork_info set them; si_uid (left uninitialised
@@ -170,12 +199,42 @@ export class Relay {
   setSignal(n: number): boolean {
     if (!Number.isInteger(n) || !isAcceptedSignal(n)) return false;
     this.signalInEffect = n;
+    this.table.setSignal(n);
     return true;
   }
 
-  /** The counters, live (read them, copy them to keep a snapshot). */
+  /** A registrant's delivery counters: its own (main-thread sends) plus the receive worker's. */
+  countersOf(registrant: Registrant): DeliveryCounters {
+    const own = registrant.counters;
+    const slot = this.slotOf.get(registrant);
+    if (slot === undefined) return { ...own };
+    const w = this.table.slotCounters(slot);
+    return {
+      sent: own.sent + w.sent,
+      lost: own.lost + w.lost,
+      failed: own.failed + w.failed,
+      lastErrno: w.lastErrno !== 0 ? w.lastErrno : own.lastErrno,
+    };
+  }
+
+  /** The fast path's end for ProcConnector's `relay` option. */
+  get link(): ForkRelayLink {
+    return this.table;
+  }
+
+  /** The counters: the main-thread path's and the receive worker's, summed (a snapshot). */
   get counters(): Readonly<RelayCounters> {
-    return this.count;
+    const t = this.table.totals();
+    const c = this.count;
+    return {
+      ...c,
+      forksSeen: c.forksSeen + t.forksSeen,
+      threadsSeen: c.threadsSeen + t.threadsSeen,
+      forksRelayed: c.forksRelayed + t.forksRelayed,
+      signalsSent: c.signalsSent + t.signalsSent,
+      signalsLost: c.signalsLost + t.signalsLost,
+      signalsFailed: c.signalsFailed + t.signalsFailed,
+    };
   }
 
   /**
@@ -231,21 +290,13 @@ export class Relay {
    * case cannot be told apart and is relayed as reported.)
    *
    * Exit events: a registered id is removed only if its pidfd shows that task exited, so a stale
-   * event (an earlier task with the same number) never drops a live registrant.
+   * event (an earlier task with the same number) never drops a live registrant. (The daemon
+   * needs no exit events: the receive worker watches the registrants' pidfds, forkTable.ts.)
    */
   handleEvents(events: readonly ProcEvent[]): void {
     for (let i = 0; i < events.length; i++) {
       const event = events[i];
       if (event.kind === 'fork') {
-        if (
-          this.recovered.size !== 0 &&
-          event.timestampNs <= this.recoveredUntilNs &&
-          this.recovered.delete(event.childPid)
-        ) {
-          continue; // relayed already, late, by recoverLostForks
-        }
-        this.recentForks.add(event.childPid, event.timestampNs);
-        this.lastForkNs = event.timestampNs;
         this.count.forksSeen++;
         if (event.childPid === event.childTgid) {
           this.deliverFork(event.parentPid, event.childPid);
@@ -261,31 +312,39 @@ export class Relay {
 
   /**
    * After the proc connector lost `lost` events: relay, late, a fork for every task still alive
-   * that started after the last fork received (a tick earlier: start times are in ticks) and was
-   * not received, as found in /proc (parent from /proc/<pid>/stat). Returns the plan carried out.
+   * that started after the last fork the receive worker read (a tick earlier: /proc start times
+   * are in ticks) and that it did not read, as found in /proc (parent from /proc/<pid>/stat).
+   *
+   * The worker goes on reading while this runs, so a fork can be both queued and found: the
+   * children are marked in shared memory before they are relayed, and the worker drops a queued
+   * fork of a marked child stamped before the scan ended; a child the worker read between the
+   * first look at its recent forks and the marking is caught by a second look. Fast-path
+   * registrants only: forks fed through handleEvents are not tracked.
    */
   recoverLostForks(lost: number): RecoveryPlan {
-    const sinceNs = this.lastForkNs;
+    const lastNs = this.table.lastForkNs();
     const sinceTicks =
-      sinceNs === undefined ? this.startTicks : Math.max(0, monotonicNsToStartTicks(sinceNs) - 1);
+      lastNs === undefined
+        ? this.startTicks
+        : Math.max(0, monotonicNsToStartTicks(BigInt(Math.floor(lastNs))) - 1);
     const tasks = scanTasksStartedSince(sinceTicks);
-    const scanEndNs = process.hrtime.bigint();
-    const received = this.recentForks.since(
-      sinceNs === undefined ? 0n : sinceNs - BigInt(1e9 / USER_HZ),
-    );
-    const plan = planRecovery(tasks, received, lost, {
+    const scanEndNs = Number(process.hrtime.bigint());
+    const windowNs = lastNs === undefined ? 0 : lastNs - 1e9 / USER_HZ;
+    const plan = planRecovery(tasks, this.table.recentSince(windowNs), lost, {
       processesOnly: this.processesOnly,
       selfPid: process.pid,
     });
-    if (this.recoveredUntilNs < scanEndNs - 10_000_000_000n) this.recovered.clear();
-    for (const fork of plan.forks) {
-      this.deliverFork(fork.parent, fork.child);
-      this.recovered.add(fork.child);
-    }
-    this.recoveredUntilNs = scanEndNs;
-    this.count.forksRecovered += plan.forks.length;
+    this.table.markRecovered(
+      plan.forks.map((f) => f.child),
+      scanEndNs,
+    );
+    const readMeanwhile = this.table.recentSince(windowNs);
+    const late = plan.forks.filter((f) => !readMeanwhile.has(f.child));
+    for (const fork of late) this.deliverFork(fork.parent, fork.child);
+    const recovered = { forks: late, unrecoverable: plan.unrecoverable };
+    this.count.forksRecovered += late.length;
     this.count.forksUnrecoverable += plan.unrecoverable;
-    return plan;
+    return recovered;
   }
 
   /** Remove registrants whose tasks have exited (e.g. after the connector lost events). */
@@ -301,6 +360,7 @@ export class Relay {
     this.pendingExitChecks.clear();
     this.registry.off('unregistered', this.onUnregistered);
     this.registry.close();
+    this.table.close();
   }
 
   private checkExit(id: number): void {

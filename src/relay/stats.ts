@@ -5,7 +5,13 @@
  * everything else goes here.
  */
 import type { Attribute, StoreOutcome } from '../fs/attribute';
-import type { Registrant } from './registry';
+import type { DeliveryCounters } from './registry';
+
+/** A registrant as the stats file lists it. */
+export interface RegistrantStats {
+  id: number;
+  counters: Readonly<DeliveryCounters>;
+}
 
 /** The daemon-wide counters, in file order. */
 export interface DaemonStats {
@@ -56,7 +62,7 @@ export const STATS_NAMES: readonly (keyof DaemonStats)[] = [
  */
 export function renderStats(
   stats: DaemonStats,
-  registrantsNewestFirst: readonly Registrant[],
+  registrantsNewestFirst: readonly RegistrantStats[],
 ): string {
   let text = '';
   for (const name of STATS_NAMES) text += `${name} ${stats[name]}\n`;
@@ -77,7 +83,7 @@ export function statsLine(stats: DaemonStats): string {
 /** The read-only `stats` attribute; a write fails EACCES, root's included. */
 export function createStatsAttribute(
   read: () => DaemonStats,
-  registrantsNewestFirst: () => readonly Registrant[],
+  registrantsNewestFirst: () => readonly RegistrantStats[],
 ): Attribute {
   return {
     mode: 0o444,

@@ -25,11 +25,12 @@ import {
   sendto,
   socket,
 } from '../native/libc';
+import { SOCKADDR_UN } from '../native/structs';
 
-/** struct sockaddr_un (include/uapi/linux/un.h): sa_family_t sun_family; char sun_path[108]. */
-const SOCKADDR_UN_FAMILY_OFFSET = 0;
-const SOCKADDR_UN_PATH_OFFSET = 2;
-const SOCKADDR_UN_PATH_SIZE = 108;
+/** struct sockaddr_un, defined in src/native/structs.ts. */
+const SOCKADDR_UN_FAMILY_OFFSET = SOCKADDR_UN.FAMILY;
+const SOCKADDR_UN_PATH_OFFSET = SOCKADDR_UN.PATH;
+const SOCKADDR_UN_PATH_SIZE = SOCKADDR_UN.PATH_SIZE;
 
 /**
  * Encode $NOTIFY_SOCKET as a struct sockaddr_un of exactly the length sendto(2) must be given,

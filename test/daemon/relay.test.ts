@@ -183,9 +183,7 @@ test('--processes-only relays new processes but not new threads', async () => {
   }
 });
 
-// Liveness only: how fast the files answer during a storm is a figure for the benchmark
-// (npm run bench), not a bound for a test on a shared, noisy machine.
-test('the files keep answering (within seconds) while a thread storm runs', async () => {
+test('the files answer while a thread storm runs (liveness: within seconds)', async () => {
   const reg = await startRegistrant();
   const storm = spawnChild(threadsBin, ['100000', 'quiet']);
   children.push(storm);
@@ -201,6 +199,9 @@ test('the files keep answering (within seconds) while a thread storm runs', asyn
     await new Promise((r) => setTimeout(r, 20));
   }
   expect(reads).toBeGreaterThan(5);
-  expect(worst.ms).toBeLessThan(5000);
+  // A liveness bound, not a timing one: on a shared 2-core machine a read took up to 0.4 s with
+  // or without the relay in the worker (the storm holds both cores); the benchmark reports
+  // figures. A main thread blocked by the relay would show here as many seconds.
+  expect(worst.ms / 1000).toBeLessThan(3);
   await reg.stop();
 }, 120000);

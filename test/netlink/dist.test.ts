@@ -7,7 +7,15 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { REPO, run } from './helpers';
 
-const SOURCES = ['procConnector', 'receiveWorker', 'socket', 'cnProcStructs', 'errors'];
+const SOURCES = [
+  'procConnector',
+  'receiveWorker',
+  'workerHost',
+  'subscription',
+  'socket',
+  'cnProcStructs',
+  'errors',
+];
 
 test('dist/ is built from the current sources', async () => {
   for (const name of SOURCES) {

@@ -60,8 +60,8 @@ const options = ${JSON.stringify(options)};
     };
   }
   if (options.skipProcInputAck) {
-    const listenAcked = connector.listenAcked.bind(connector);
-    connector.listenAcked = async (eventType) => {
+    const listenAcked = connector.handshake.listenAcked.bind(connector.handshake);
+    connector.handshake.listenAcked = async (eventType) => {
       if (eventType === undefined) return listenAcked(eventType);
       await listenAcked(eventType);
       return true;

@@ -4,7 +4,6 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import {
-  RecentForks,
   monotonicNsToStartTicks,
   planRecovery,
   scanTasksStartedSince,
@@ -43,17 +42,6 @@ test('a proc connector timestamp (CLOCK_MONOTONIC) maps to the start-time tick o
   const ticks = monotonicNsToStartTicks(nowNs);
   expect(ticks).toBeGreaterThanOrEqual(started - 1);
   expect(ticks - started).toBeLessThan(100);
-});
-
-test('recent forks: only entries stamped since the window, and the ring forgets the oldest', () => {
-  const recent = new RecentForks(4);
-  recent.add(10, 100n);
-  recent.add(11, 200n);
-  recent.add(12, 300n);
-  expect([...recent.since(200n)].sort()).toEqual([11, 12]);
-  recent.add(13, 400n);
-  recent.add(14, 500n); // overwrites 10
-  expect([...recent.since(0n)].sort()).toEqual([11, 12, 13, 14]);
 });
 
 test('the plan: received and own tasks skipped, si_pid as the relay sends it, oldest first', () => {

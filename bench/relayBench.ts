@@ -1,0 +1,871 @@
+/**
+ * `npm run bench` (as root): relayfork side by side with a C reference relay (bench/c_relay.c)
+ * and forkstat, under the same loads in the same run, so the report shows ratios (issue 7).
+ *
+ * Conditions, rotated in every round: none (nothing listening: the wall-time reference), the C
+ * relay, forkstat (no registrants: it only prints), relayfork (the daemon from dist/). Loads:
+ * paced process forks (~500/s), a max-rate process fork storm, a thread storm, each with 1 and
+ * with 10 registrants (bench/latency_consumer.c, which timestamps every signal it takes), and
+ * `make -j2` of a generated ~300-file C project. Then the scale case: 1,000 registrants that
+ * never take their signals during a 10,000-thread storm (relayfork only).
+ *
+ * Figures: signals received vs forks made (per registrant), events lost, CPU seconds per 100k
+ * events (utime + stime of the whole relay process, all threads), latency fork() -> sigwaitinfo
+ * p50/p90/p99/max, wall-time ratio vs none, RSS idle and after the thread storm. Output: JSON,
+ * Markdown and an SVG of the latency distributions under bench/results/ (and latest.*).
+ *
+ * BENCH_SMOKE=1 (or runBench({ smoke: true })): a few hundred events, one round, no forkstat,
+ * no make, no goals: run by the test suite (test/bench/smoke.test.ts) so the bench cannot rot.
+ * ROUNDS=N sets the rounds (default 5).
+ */
+import { spawn, execFile } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { NotifyListener } from '../test/deploy/notifyListener';
+import { CLI, Child, ROOT, isMounted } from '../test/daemon/harness';
+
+const execFileAsync = promisify(execFile);
+const SIGNAL = 40;
+/** The scale case's registrants get a uid of their own (see test/fixtures/sleepers.c). */
+const SLEEPER_UID = 54348;
+
+type Condition = 'none' | 'c-relay' | 'forkstat' | 'relayfork';
+type Load = 'paced' | 'storm' | 'threads';
+
+export interface BenchOptions {
+  smoke?: boolean;
+  rounds?: number;
+  outDir?: string;
+  progress?: (line: string) => void;
+}
+
+interface Sizes {
+  paced: number;
+  pacedRate: number;
+  storm: number;
+  threads: number;
+  registrants: number[];
+  scaleRegistrants: number;
+  scaleThreads: number;
+  makeFiles: number;
+}
+
+interface RunResult {
+  round: number;
+  load: Load;
+  registrants: number;
+  condition: Condition;
+  events: number;
+  wallS: number;
+  cpuS: number;
+  /** Per registrant: signals received for this load's children. */
+  received: number[];
+  latenciesMs: number[];
+  lost: number;
+}
+
+export interface Summary {
+  load: Load;
+  registrants: number;
+  condition: Condition;
+  events: number;
+  cpuPer100kS: number;
+  wallRatio: number;
+  latencyMs: { p50: number; p90: number; p99: number; max: number } | undefined;
+  receivedMin: number | undefined;
+  receivedMax: number | undefined;
+  lost: number;
+}
+
+export interface BenchReport {
+  date: string;
+  machine: { kernel: string; cpus: string; cores: number; memGiB: number; node: string };
+  smoke: boolean;
+  rounds: number;
+  sizes: Sizes;
+  summaries: Summary[];
+  make: { condition: Condition; wallRatio: number }[];
+  rss: { idleMiB: number; afterStormMiB: number };
+  scale:
+    | {
+        registrants: number;
+        threads: number;
+        backlogS: number;
+        worstReadS: number;
+        longestWatchdogGapS: number;
+        sigtermS: number;
+      }
+    | undefined;
+  goals: { goal: string; pass: boolean; detail: string }[];
+  runs: RunResult[];
+}
+
+function sizesFor(smoke: boolean): Sizes {
+  return smoke
+    ? {
+        paced: 100,
+        pacedRate: 500,
+        storm: 200,
+        threads: 300,
+        registrants: [1, 2],
+        scaleRegistrants: 20,
+        scaleThreads: 300,
+        makeFiles: 0,
+      }
+    : {
+        paced: 3000,
+        pacedRate: 500,
+        storm: 10000,
+        threads: 100000,
+        registrants: [1, 10],
+        scaleRegistrants: 1000,
+        scaleThreads: 10000,
+        makeFiles: 300,
+      };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+
+/** USER_HZ: /proc/<pid>/stat counts CPU time in clock ticks of 1/100 s on Linux. */
+const CLOCK_TICKS = 100;
+
+function cpuSeconds(pid: number): number {
+  const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  // utime and stime (fields 14 and 15; index 11 and 12 after the comm): every thread's.
+  return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+}
+
+function rssMiB(pid: number): number {
+  const line = fs
+    .readFileSync(`/proc/${pid}/status`, 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('VmRSS:'));
+  return Number(/(\d+)/.exec(line ?? '')?.[1] ?? 0) / 1024;
+}
+
+/** Waits until `pid`'s CPU time stops growing (the relay has worked through its backlog). */
+async function settle(pid: number, maxS = 120): Promise<number> {
+  const t0 = Date.now();
+  let last = cpuSeconds(pid);
+  let stableSince = Date.now();
+  while (Date.now() - t0 < maxS * 1000) {
+    await sleep(100);
+    const now = cpuSeconds(pid);
+    if (now !== last) {
+      last = now;
+      stableSince = Date.now();
+    } else if (Date.now() - stableSince >= 400) break;
+  }
+  return (stableSince - t0) / 1000;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function startChild(file: string, args: string[], env?: NodeJS.ProcessEnv): Child {
+  return new Child(spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], env: env ?? process.env }));
+}
+
+async function compile(dir: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  const sources: [string, string][] = [
+    ['c_relay', path.join(ROOT, 'bench', 'c_relay.c')],
+    ['latency_consumer', path.join(ROOT, 'bench', 'latency_consumer.c')],
+    ['loadgen', path.join(ROOT, 'bench', 'loadgen.c')],
+    ['sleepers', path.join(ROOT, 'test', 'fixtures', 'sleepers.c')],
+  ];
+  await Promise.all(
+    sources.map(async ([name, src]) => {
+      out[name] = path.join(dir, name);
+      await execFileAsync('cc', ['-O2', '-pthread', '-o', out[name], src]);
+    }),
+  );
+  return out;
+}
+
+async function ensureForkstat(): Promise<string> {
+  try {
+    const { stdout } = await execFileAsync('sh', ['-c', 'command -v forkstat']);
+    return stdout.trim();
+  } catch {
+    await execFileAsync('apt-get', ['install', '-y', 'forkstat'], { timeout: 300000 });
+    return '/usr/bin/forkstat';
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One run
+
+interface Relay {
+  pid: number | undefined;
+  /** Registers a consumer (relayfork: the consumer registers itself through this path). */
+  processesPath: string | undefined;
+  stop(): Promise<number>; // events lost
+}
+
+async function startRelayfork(
+  dir: string,
+  env?: NodeJS.ProcessEnv,
+): Promise<Relay & { child: Child }> {
+  const mountpoint = path.join(dir, `mnt-${Date.now()}`);
+  const child = startChild(
+    process.execPath,
+    [CLI, '--mountpoint', mountpoint, '--signal', String(SIGNAL)],
+    env,
+  );
+  await child.waitForLine(/ready/, 'stderr', 30000);
+  return {
+    child,
+    pid: child.pid,
+    processesPath: path.join(mountpoint, 'processes'),
+    async stop() {
+      await child.stop('SIGTERM', 30000);
+      if (isMounted(mountpoint)) await execFileAsync('umount', ['-l', mountpoint]).catch(() => {});
+      fs.rmSync(mountpoint, { recursive: true, force: true });
+      const lost = child.stderr
+        .map((l) => /overflowed: (\d+) events lost/.exec(l)?.[1])
+        .filter((v): v is string => v !== undefined)
+        .map(Number);
+      return lost.length ? Math.max(...lost) : 0;
+    },
+  };
+}
+
+async function runOnce(
+  bins: Record<string, string>,
+  forkstat: string | undefined,
+  dir: string,
+  round: number,
+  load: Load,
+  registrants: number,
+  condition: Condition,
+  sizes: Sizes,
+  rss: { idleMiB: number; afterStormMiB: number },
+): Promise<RunResult> {
+  const consumers: { child: Child; out: string }[] = [];
+  let relay: Relay | undefined;
+  const startConsumers = async (processes: string | undefined): Promise<void> => {
+    for (let i = 0; i < registrants; i++) {
+      const out = path.join(dir, `recv-${condition}-${i}.txt`);
+      const c = startChild(bins.latency_consumer, [
+        String(SIGNAL),
+        out,
+        ...(processes ? [processes] : []),
+      ]);
+      await c.waitForLine(/^ready$/, 'stdout');
+      consumers.push({ child: c, out });
+    }
+  };
+  if (condition === 'relayfork') {
+    const r = await startRelayfork(dir);
+    relay = r;
+    if (r.pid !== undefined) rss.idleMiB = Math.max(rss.idleMiB, rssMiB(r.pid));
+    await startConsumers(r.processesPath);
+  } else if (condition === 'c-relay') {
+    await startConsumers(undefined);
+    const c = startChild(bins.c_relay, [
+      String(SIGNAL),
+      ...consumers.map((x) => String(x.child.pid)),
+    ]);
+    await c.waitForLine(/^ready$/, 'stdout');
+    relay = {
+      pid: c.pid,
+      processesPath: undefined,
+      async stop() {
+        await c.stop('SIGTERM');
+        return Number(/overruns (\d+)/.exec(c.stdout.join('\n'))?.[1] ?? 0);
+      },
+    };
+  } else if (condition === 'forkstat' && forkstat !== undefined) {
+    const c = startChild(forkstat, ['-e', 'fork', '-q']);
+    await sleep(500); // it prints nothing until it ends: give it time to subscribe
+    relay = {
+      pid: c.pid,
+      processesPath: undefined,
+      async stop() {
+        await c.stop('SIGINT');
+        return 0;
+      },
+    };
+  }
+  try {
+    const n = load === 'paced' ? sizes.paced : load === 'storm' ? sizes.storm : sizes.threads;
+    const forksFile = path.join(dir, `forks-${condition}.txt`);
+    const args =
+      load === 'paced'
+        ? ['paced', String(n), String(sizes.pacedRate), forksFile]
+        : [load === 'storm' ? 'storm' : 'threads', String(n), forksFile];
+    const cpu0 = relay?.pid !== undefined ? cpuSeconds(relay.pid) : 0;
+    const t0 = process.hrtime.bigint();
+    const { stdout } = await execFileAsync(bins.loadgen, args, { maxBuffer: 1 << 20 });
+    const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
+    // Every signal of this load carries the load generator's pid as si_pid (the parent of its
+    // processes, the process of its threads): matching on it as well as on the child id keeps
+    // other processes' forks out when ids are reused during a 100,000-thread storm.
+    const loadPid = Number(/^pid (\d+)$/m.exec(stdout)?.[1]);
+    if (relay?.pid !== undefined) await settle(relay.pid);
+    const cpuS = relay?.pid !== undefined ? cpuSeconds(relay.pid) - cpu0 : 0;
+    if (condition === 'relayfork' && load === 'threads' && relay?.pid !== undefined) {
+      rss.afterStormMiB = Math.max(rss.afterStormMiB, rssMiB(relay.pid));
+    }
+    const forkAt = new Map<number, number>();
+    for (const line of fs.readFileSync(forksFile, 'utf8').split('\n')) {
+      const [c, t] = line.split(' ');
+      if (t !== undefined) forkAt.set(Number(c), Number(t));
+    }
+    const received: number[] = [];
+    const latenciesMs: number[] = [];
+    for (const consumer of consumers) {
+      await consumer.child.stop('SIGTERM');
+      const seen = new Set<number>();
+      for (const line of fs.readFileSync(consumer.out, 'utf8').split('\n')) {
+        const [c, p, t] = line.split(' ');
+        const child = Number(c);
+        const at = forkAt.get(child);
+        if (t === undefined || at === undefined || Number(p) !== loadPid || seen.has(child)) {
+          continue;
+        }
+        seen.add(child);
+        latenciesMs.push((Number(t) - at) / 1e6);
+      }
+      received.push(seen.size);
+    }
+    const lost = relay ? await relay.stop() : 0;
+    relay = undefined;
+    return {
+      round,
+      load,
+      registrants,
+      condition,
+      events: n,
+      wallS,
+      cpuS,
+      received,
+      latenciesMs,
+      lost,
+    };
+  } finally {
+    for (const c of consumers) await c.child.stop('SIGKILL');
+    await relay?.stop();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// make -j2
+
+function generateProject(dir: string, files: number): void {
+  fs.mkdirSync(dir, { recursive: true });
+  const objs: string[] = [];
+  for (let i = 0; i < files; i++) {
+    fs.writeFileSync(
+      path.join(dir, `f${i}.c`),
+      `int f${i}(int x) { int s = 0; for (int i = 0; i < x; i++) s += i * ${i}; return s; }\n`,
+    );
+    objs.push(`f${i}.o`);
+  }
+  fs.writeFileSync(path.join(dir, 'main.c'), 'int main(void) { return 0; }\n');
+  fs.writeFileSync(
+    path.join(dir, 'Makefile'),
+    `OBJS = main.o ${objs.join(' ')}\nprog: $(OBJS)\n\tcc -o $@ $(OBJS)\n%.o: %.c\n\tcc -O1 -c $< -o $@\nclean:\n\trm -f prog *.o\n`,
+  );
+}
+
+async function timeMake(dir: string): Promise<number> {
+  await execFileAsync('make', ['-s', '-C', dir, 'clean']);
+  const t0 = process.hrtime.bigint();
+  await execFileAsync('make', ['-s', '-j2', '-C', dir], { maxBuffer: 1 << 24 });
+  return Number(process.hrtime.bigint() - t0) / 1e9;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scale
+
+async function runScale(
+  bins: Record<string, string>,
+  dir: string,
+  sizes: Sizes,
+): Promise<NonNullable<BenchReport['scale']>> {
+  const sock = path.join(dir, 'notify.sock');
+  const listener = new NotifyListener(sock);
+  const relay = await startRelayfork(dir, {
+    ...process.env,
+    NOTIFY_SOCKET: sock,
+    WATCHDOG_USEC: '2000000',
+  });
+  const sleepers = startChild(bins.sleepers, [
+    relay.processesPath ?? '',
+    String(sizes.scaleRegistrants),
+    String(SLEEPER_UID),
+    String(SIGNAL),
+  ]);
+  try {
+    await sleepers.waitForLine(/^ready \d+$/, 'stdout', 300000);
+    const pid = relay.pid ?? -1;
+    const stormStart = Date.now();
+    const storm = execFileAsync(bins.loadgen, [
+      'threads',
+      String(sizes.scaleThreads),
+      path.join(dir, 'scale-forks.txt'),
+    ]);
+    let stormDone = false;
+    void storm.then(() => (stormDone = true));
+    let worstReadS = 0;
+    let stormEnd = 0;
+    let backlogS = 0;
+    // Read `processes` (another process, as cat) through the storm and the relay's backlog. The
+    // backlog is over when the daemon's CPU falls below half a core over a 500 ms window (each
+    // fork still costs it 1,000 EAGAIN sends, so "no CPU at all" never comes: cat forks too).
+    let lastCpu = cpuSeconds(pid);
+    let lastAt = Date.now();
+    for (;;) {
+      const t0 = process.hrtime.bigint();
+      await execFileAsync('cat', [relay.processesPath ?? '']);
+      worstReadS = Math.max(worstReadS, Number(process.hrtime.bigint() - t0) / 1e9);
+      await sleep(100);
+      if (stormDone && stormEnd === 0) stormEnd = Date.now();
+      if (Date.now() - lastAt >= 500) {
+        const cpu = cpuSeconds(pid);
+        const busy = (cpu - lastCpu) / ((Date.now() - lastAt) / 1000);
+        lastCpu = cpu;
+        lastAt = Date.now();
+        if (stormDone && busy < 0.5) {
+          backlogS = Math.max(0, (Date.now() - stormEnd) / 1000);
+          break;
+        }
+      }
+      if (Date.now() - stormStart > 600000) throw new Error('scale: the relay never went idle');
+    }
+    const pings = listener
+      .with('WATCHDOG')
+      .map((m) => m.at)
+      .filter((at) => at >= stormStart - 2000);
+    let gap = 0;
+    for (let i = 1; i < pings.length; i++) gap = Math.max(gap, pings[i] - pings[i - 1]);
+    const t0 = Date.now();
+    await relay.stop();
+    const sigtermS = (Date.now() - t0) / 1000;
+    return {
+      registrants: sizes.scaleRegistrants,
+      threads: sizes.scaleThreads,
+      backlogS,
+      worstReadS,
+      longestWatchdogGapS: gap / 1000,
+      sigtermS,
+    };
+  } finally {
+    sleepers.proc.stdin?.end();
+    await sleepers.stop('SIGTERM', 30000);
+    await relay.stop();
+    listener.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics and report
+
+function quantile(sorted: number[], q: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+}
+
+function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  return s.length ? s[Math.floor((s.length - 1) / 2)] : NaN;
+}
+
+function summarize(runs: RunResult[]): Summary[] {
+  const out: Summary[] = [];
+  const keys = new Set(runs.map((r) => `${r.load}|${r.registrants}|${r.condition}`));
+  for (const key of keys) {
+    const [load, registrants, condition] = key.split('|') as [Load, string, Condition];
+    const mine = runs.filter(
+      (r) => r.load === load && r.registrants === Number(registrants) && r.condition === condition,
+    );
+    const ratios = mine.map((r) => {
+      const none = runs.find(
+        (x) =>
+          x.round === r.round &&
+          x.load === r.load &&
+          x.registrants === r.registrants &&
+          x.condition === 'none',
+      );
+      return none ? r.wallS / none.wallS : NaN;
+    });
+    const lat = mine.flatMap((r) => r.latenciesMs).sort((a, b) => a - b);
+    const recv = mine.flatMap((r) => r.received);
+    out.push({
+      load,
+      registrants: Number(registrants),
+      condition,
+      events: mine[0].events,
+      cpuPer100kS: median(mine.map((r) => (r.cpuS / r.events) * 100000)),
+      wallRatio: median(ratios),
+      latencyMs: lat.length
+        ? {
+            p50: median(
+              mine.map((r) =>
+                quantile(
+                  [...r.latenciesMs].sort((a, b) => a - b),
+                  0.5,
+                ),
+              ),
+            ),
+            p90: median(
+              mine.map((r) =>
+                quantile(
+                  [...r.latenciesMs].sort((a, b) => a - b),
+                  0.9,
+                ),
+              ),
+            ),
+            p99: median(
+              mine.map((r) =>
+                quantile(
+                  [...r.latenciesMs].sort((a, b) => a - b),
+                  0.99,
+                ),
+              ),
+            ),
+            max: lat[lat.length - 1],
+          }
+        : undefined,
+      receivedMin: recv.length ? Math.min(...recv) : undefined,
+      receivedMax: recv.length ? Math.max(...recv) : undefined,
+      lost: Math.max(0, ...mine.map((r) => r.lost)),
+    });
+  }
+  return out;
+}
+
+function evaluateGoals(report: BenchReport): BenchReport['goals'] {
+  const goals: BenchReport['goals'] = [];
+  const get = (load: Load, k: number, c: Condition): Summary | undefined =>
+    report.summaries.find((s) => s.load === load && s.registrants === k && s.condition === c);
+  const add = (goal: string, pass: boolean, detail: string): void => {
+    goals.push({ goal, pass, detail });
+  };
+  const fmt = (n: number | undefined): string => (n === undefined ? 'n/a' : n.toFixed(2));
+  for (const load of ['paced', 'storm'] as const) {
+    const rf = get(load, 1, 'relayfork');
+    const c = get(load, 1, 'c-relay');
+    const fs_ = get(load, 1, 'forkstat');
+    if (rf && c) {
+      add(
+        `CPU per 100k process forks (${load}) <= 2x the C relay's`,
+        rf.cpuPer100kS <= 2 * c.cpuPer100kS,
+        `${fmt(rf.cpuPer100kS)} s vs C ${fmt(c.cpuPer100kS)} s`,
+      );
+    }
+    if (rf && fs_) {
+      add(
+        `CPU per 100k process forks (${load}) below forkstat's`,
+        rf.cpuPer100kS < fs_.cpuPer100kS,
+        `${fmt(rf.cpuPer100kS)} s vs forkstat ${fmt(fs_.cpuPer100kS)} s`,
+      );
+    }
+  }
+  const rt = get('threads', 1, 'relayfork');
+  const ct = get('threads', 1, 'c-relay');
+  if (rt && ct) {
+    add(
+      "CPU per 100k thread events <= the C relay's x1.2",
+      rt.cpuPer100kS <= 1.2 * ct.cpuPer100kS,
+      `${fmt(rt.cpuPer100kS)} s vs C ${fmt(ct.cpuPer100kS)} s`,
+    );
+  }
+  for (const [load, bound] of [
+    ['paced', 1.3],
+    ['threads', 2],
+  ] as const) {
+    const r = get(load, 1, 'relayfork')?.latencyMs;
+    const c = get(load, 1, 'c-relay')?.latencyMs;
+    if (r && c) {
+      add(
+        `latency p50 (${load}) <= ${bound}x the C relay's`,
+        r.p50 <= bound * c.p50,
+        `${fmt(r.p50)} ms vs C ${fmt(c.p50)} ms`,
+      );
+      add(
+        `latency p99 (${load}) <= 2x the C relay's`,
+        r.p99 <= 2 * c.p99,
+        `${fmt(r.p99)} ms vs C ${fmt(c.p99)} ms`,
+      );
+    }
+  }
+  for (const k of report.sizes.registrants) {
+    const r = get('threads', k, 'relayfork');
+    if (r) {
+      add(
+        `0 signals missed in the thread storm with ${k} registrant(s)`,
+        r.receivedMin === r.events,
+        `received ${r.receivedMin}..${r.receivedMax} of ${r.events} per registrant`,
+      );
+    }
+  }
+  const sst = get('storm', 1, 'relayfork');
+  if (sst && get('storm', 1, 'forkstat')) {
+    const f = get('storm', 1, 'forkstat');
+    add(
+      "storm wall-time ratio no worse than forkstat's",
+      sst.wallRatio <= (f?.wallRatio ?? 0),
+      `x${fmt(sst.wallRatio)} vs forkstat x${fmt(f?.wallRatio)}`,
+    );
+  }
+  const mk = report.make.find((m) => m.condition === 'relayfork');
+  if (mk) add('make -j2 wall-time ratio within 1%', mk.wallRatio <= 1.01, `x${fmt(mk.wallRatio)}`);
+  add(
+    'RSS after the storm <= 70 MB',
+    report.rss.afterStormMiB <= 70,
+    `${fmt(report.rss.afterStormMiB)} MiB`,
+  );
+  return goals;
+}
+
+function markdown(report: BenchReport): string {
+  const f = (n: number | undefined, d = 2): string =>
+    n === undefined || Number.isNaN(n) ? '-' : n.toFixed(d);
+  const lines: string[] = [];
+  lines.push(`# relayfork benchmark (${report.smoke ? 'smoke' : 'full'}), ${report.date}`);
+  lines.push('');
+  const m = report.machine;
+  lines.push(
+    `Machine: ${m.cpus} (${m.cores} cores), ${m.memGiB.toFixed(1)} GiB, Linux ${m.kernel}, Node ${m.node}; ${report.rounds} round(s), conditions rotated; medians.`,
+  );
+  lines.push('');
+  lines.push(
+    '| load | registrants | condition | events | CPU s / 100k | wall x none | p50 ms | p90 ms | p99 ms | max ms | received / registrant | lost |',
+  );
+  lines.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  for (const s of report.summaries) {
+    const l = s.latencyMs;
+    lines.push(
+      `| ${s.load} | ${s.registrants} | ${s.condition} | ${s.events} | ${f(s.cpuPer100kS)} | ${f(s.wallRatio, 3)} | ${f(l?.p50, 3)} | ${f(l?.p90, 3)} | ${f(l?.p99, 3)} | ${f(l?.max, 1)} | ${s.receivedMin === undefined ? '-' : `${s.receivedMin}..${s.receivedMax}`} | ${s.lost} |`,
+    );
+  }
+  lines.push('');
+  if (report.make.length) {
+    lines.push(
+      '`make -j2`: ' + report.make.map((x) => `${x.condition} x${f(x.wallRatio, 3)}`).join(', '),
+    );
+    lines.push('');
+  }
+  lines.push(
+    `RSS of relayfork: idle ${f(report.rss.idleMiB, 1)} MiB, after the thread storm ${f(report.rss.afterStormMiB, 1)} MiB.`,
+  );
+  lines.push('');
+  if (report.scale) {
+    const s = report.scale;
+    lines.push(
+      `Scale: ${s.registrants} registrants with full queues, ${s.threads}-thread storm: relay backlog ${f(s.backlogS, 1)} s after the storm, worst read of processes ${f(s.worstReadS, 3)} s, longest watchdog gap ${f(s.longestWatchdogGapS, 2)} s (interval 1 s), SIGTERM to exit ${f(s.sigtermS, 2)} s.`,
+    );
+    lines.push('');
+  }
+  if (report.goals.length) {
+    lines.push('## Goals');
+    lines.push('');
+    for (const g of report.goals)
+      lines.push(`- ${g.pass ? 'PASS' : 'FAIL'}: ${g.goal} (${g.detail})`);
+    lines.push('');
+  }
+  lines.push('Latency distributions: see the SVG beside this file.');
+  return lines.join('\n') + '\n';
+}
+
+/** Cumulative distributions of latency (log x), relayfork vs the C relay, per load. */
+function svg(report: BenchReport): string {
+  const W = 900;
+  const H = 320;
+  const panels = (['paced', 'threads'] as const).filter((l) =>
+    report.runs.some((r) => r.load === l && r.latenciesMs.length > 0),
+  );
+  const pw = W / Math.max(1, panels.length);
+  const colors: Record<string, string> = { relayfork: '#d6336c', 'c-relay': '#1c7ed6' };
+  const parts: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="11">`,
+    `<rect width="${W}" height="${H}" fill="white"/>`,
+  ];
+  const xmin = Math.log10(0.01);
+  const xmax = Math.log10(100);
+  panels.forEach((load, i) => {
+    const x0 = i * pw + 50;
+    const w = pw - 70;
+    const y0 = 30;
+    const h = H - 70;
+    parts.push(
+      `<text x="${x0}" y="18" font-size="13">${load === 'paced' ? 'process forks, paced' : 'thread storm'} (1 registrant): CDF of fork() to sigwaitinfo</text>`,
+      `<rect x="${x0}" y="${y0}" width="${w}" height="${h}" fill="none" stroke="#888"/>`,
+    );
+    for (let e = -2; e <= 2; e++) {
+      const x = x0 + ((e - xmin) / (xmax - xmin)) * w;
+      parts.push(
+        `<line x1="${x}" y1="${y0}" x2="${x}" y2="${y0 + h}" stroke="#eee"/>`,
+        `<text x="${x - 10}" y="${y0 + h + 14}">${10 ** e} ms</text>`,
+      );
+    }
+    for (const q of [0.5, 0.9, 0.99]) {
+      const y = y0 + h - q * h;
+      parts.push(
+        `<line x1="${x0}" y1="${y}" x2="${x0 + w}" y2="${y}" stroke="#eee"/>`,
+        `<text x="${x0 - 32}" y="${y + 4}">p${q * 100}</text>`,
+      );
+    }
+    (['c-relay', 'relayfork'] as const).forEach((cond, ci) => {
+      const lat = report.runs
+        .filter((r) => r.load === load && r.registrants === 1 && r.condition === cond)
+        .flatMap((r) => r.latenciesMs)
+        .sort((a, b) => a - b);
+      if (lat.length === 0) return;
+      const pts: string[] = [];
+      const step = Math.max(1, Math.floor(lat.length / 400));
+      for (let k = 0; k < lat.length; k += step) {
+        const lx = Math.min(xmax, Math.max(xmin, Math.log10(Math.max(lat[k], 1e-3))));
+        pts.push(
+          `${(x0 + ((lx - xmin) / (xmax - xmin)) * w).toFixed(1)},${(y0 + h - (k / lat.length) * h).toFixed(1)}`,
+        );
+      }
+      parts.push(
+        `<polyline fill="none" stroke="${colors[cond]}" stroke-width="2" points="${pts.join(' ')}"/>`,
+        `<text x="${x0 + 10}" y="${y0 + 16 + ci * 14}" fill="${colors[cond]}">${cond} (n=${lat.length})</text>`,
+      );
+    });
+  });
+  parts.push('</svg>');
+  return parts.join('\n') + '\n';
+}
+
+// ---------------------------------------------------------------------------------------------
+
+export async function runBench(
+  options: BenchOptions = {},
+): Promise<{ report: BenchReport; files: string[] }> {
+  if (process.geteuid?.() !== 0) throw new Error('the benchmark needs root');
+  if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build first`);
+  const smoke = options.smoke ?? false;
+  const rounds = smoke ? 1 : (options.rounds ?? 5);
+  const sizes = sizesFor(smoke);
+  const progress = options.progress ?? ((line: string) => process.stderr.write(`\r${line}\x1b[K`));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'relayfork-bench-'));
+  try {
+    const bins = await compile(dir);
+    const forkstat = smoke ? undefined : await ensureForkstat();
+    const conditions: Condition[] = smoke
+      ? ['none', 'c-relay', 'relayfork']
+      : ['none', 'c-relay', 'forkstat', 'relayfork'];
+    const runs: RunResult[] = [];
+    const rss = { idleMiB: 0, afterStormMiB: 0 };
+    const loads = (process.env.LOADS?.split(',') ?? ['paced', 'storm', 'threads']) as Load[];
+    if (process.env.MAKE === '0') sizes.makeFiles = 0;
+    const total = rounds * loads.length * sizes.registrants.length * conditions.length;
+    let done = 0;
+    const make: { condition: Condition; times: number[] }[] = conditions.map((c) => ({
+      condition: c,
+      times: [],
+    }));
+    const project = path.join(dir, 'project');
+    if (sizes.makeFiles > 0) generateProject(project, sizes.makeFiles);
+    for (let round = 0; round < rounds; round++) {
+      // Rotate the order of the conditions every round (A B C, B C A, ...).
+      const order = conditions.map((_, i) => conditions[(i + round) % conditions.length]);
+      for (const load of loads) {
+        for (const k of sizes.registrants) {
+          for (const condition of order) {
+            progress(`[${++done}/${total}] round ${round + 1} ${load} x${k} ${condition}`);
+            runs.push(await runOnce(bins, forkstat, dir, round, load, k, condition, sizes, rss));
+          }
+        }
+      }
+      if (sizes.makeFiles > 0) {
+        for (const condition of order) {
+          progress(`round ${round + 1} make -j2 ${condition}`);
+          const relay = condition === 'relayfork' ? await startRelayfork(dir) : undefined;
+          let other: Child | undefined;
+          if (condition === 'c-relay') {
+            other = startChild(bins.c_relay, [String(SIGNAL)]);
+            await other.waitForLine(/^ready$/, 'stdout');
+          } else if (condition === 'forkstat' && forkstat) {
+            other = startChild(forkstat, ['-e', 'fork', '-q']);
+            await sleep(500);
+          }
+          try {
+            make.find((m) => m.condition === condition)?.times.push(await timeMake(project));
+          } finally {
+            await relay?.stop();
+            await other?.stop('SIGINT');
+          }
+        }
+      }
+    }
+    progress('scale: 1,000 registrants with full queues during a thread storm');
+    const scale = await runScale(bins, dir, sizes);
+    const none = make.find((m) => m.condition === 'none')?.times ?? [];
+    const report: BenchReport = {
+      date: new Date().toISOString(),
+      machine: {
+        kernel: os.release(),
+        cpus: os.cpus()[0]?.model ?? 'unknown',
+        cores: os.cpus().length,
+        memGiB: os.totalmem() / 2 ** 30,
+        node: process.version,
+      },
+      smoke,
+      rounds,
+      sizes,
+      summaries: summarize(runs),
+      make:
+        none.length > 0
+          ? make
+              .filter((m) => m.condition !== 'none')
+              .map((m) => ({
+                condition: m.condition,
+                wallRatio: median(m.times.map((t, i) => t / none[i])),
+              }))
+          : [],
+      rss,
+      scale,
+      goals: [],
+      runs,
+    };
+    if (!smoke) report.goals = evaluateGoals(report);
+    progress('');
+    const outDir = options.outDir ?? path.join(ROOT, 'bench', 'results');
+    fs.mkdirSync(outDir, { recursive: true });
+    const stamp = report.date.replace(/[:.]/g, '-');
+    const base = path.join(outDir, `${smoke ? 'smoke' : 'bench'}-${stamp}`);
+    const forJson = {
+      ...report,
+      runs: report.runs.map((r) => ({ ...r, latenciesMs: r.latenciesMs.length })),
+    };
+    const files = [`${base}.json`, `${base}.md`, `${base}.svg`];
+    fs.writeFileSync(files[0], JSON.stringify(forJson, null, 2) + '\n');
+    fs.writeFileSync(files[1], markdown(report));
+    fs.writeFileSync(files[2], svg(report));
+    if (!smoke) {
+      for (const ext of ['json', 'md', 'svg']) {
+        fs.copyFileSync(`${base}.${ext}`, path.join(outDir, `latest.${ext}`));
+      }
+    }
+    return { report, files };
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (require.main === module) {
+  runBench({
+    smoke: process.env.BENCH_SMOKE === '1',
+    rounds: process.env.ROUNDS ? Number(process.env.ROUNDS) : undefined,
+  }).then(
+    ({ files }) => {
+      process.stderr.write(`\nwrote ${files.join(', ')}\n`);
+      process.stdout.write(fs.readFileSync(files[1], 'utf8'));
+    },
+    (err: unknown) => {
+      process.stderr.write(`\nbench failed: ${err instanceof Error ? err.stack : String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -1,0 +1,45 @@
+/**
+ * The benchmark in smoke mode (a few hundred events, one round, no goals), so that `npm run
+ * bench` cannot rot: every relay delivers exactly one signal per fork to every registrant, and
+ * the JSON, Markdown and SVG reports are written.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { runBench } from '../../bench/relayBench';
+import { requireRootAndBuild } from '../daemon/harness';
+
+requireRootAndBuild();
+
+let outDir: string;
+
+beforeAll(() => {
+  outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'relayfork-bench-smoke-'));
+});
+
+afterAll(() => {
+  fs.rmSync(outDir, { recursive: true, force: true });
+});
+
+test('smoke: exact delivery under every load, and the three reports', async () => {
+  const lines: string[] = [];
+  const { report, files } = await runBench({
+    smoke: true,
+    outDir,
+    progress: (line) => lines.push(line),
+  });
+  expect(lines.length).toBeGreaterThan(3);
+  const relays = report.summaries.filter((s) => s.condition !== 'none');
+  expect(relays.length).toBeGreaterThan(0);
+  for (const s of relays) {
+    const name = `${s.load} x${s.registrants} ${s.condition}`;
+    expect([name, s.receivedMin, s.receivedMax]).toEqual([name, s.events, s.events]);
+    expect(s.latencyMs?.p50).toBeGreaterThan(0);
+  }
+  expect(report.scale?.registrants).toBeGreaterThan(0);
+  expect(report.rss.afterStormMiB).toBeGreaterThan(0);
+  expect(files).toHaveLength(3);
+  expect(JSON.parse(fs.readFileSync(files[0], 'utf8'))).toMatchObject({ smoke: true });
+  expect(fs.readFileSync(files[1], 'utf8')).toContain('| load | registrants |');
+  expect(fs.readFileSync(files[2], 'utf8')).toContain('<polyline');
+}, 600000);

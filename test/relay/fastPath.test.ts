@@ -1,0 +1,183 @@
+/**
+ * The relay's fast path in process (issue 7): a Relay's fork table handed to a ProcConnector
+ * subscribed to forks only. The receive worker signals the registrants itself; the main thread
+ * receives no datagram unless it listens for 'events'; registrants' exits are seen on their
+ * pidfds (no exit events are subscribed); removed pidfds are closed once the worker let go.
+ */
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { ProcConnector } from '../../src/netlink/procConnector';
+import { Relay } from '../../src/relay/relay';
+import type { UnregisteredEvent } from '../../src/relay/registry';
+import {
+  compileConsumer,
+  Consumer,
+  makeTempDir,
+  parseLine,
+  requireRoot,
+  stopAllConsumers,
+  TEST_SIGNAL,
+  waitFor,
+} from './helpers';
+
+const execFileAsync = promisify(execFile);
+
+let dir: string;
+let consumerBin: string;
+let forkerBin: string;
+let relay: Relay | undefined;
+let connector: ProcConnector | undefined;
+
+/** Runs test/fixtures/forker (width, depth); returns its [parent, child] pairs. */
+async function runForker(width: number, depth: number): Promise<Array<[number, number]>> {
+  const { stdout } = await execFileAsync(forkerBin, [String(width), String(depth)]);
+  return stdout
+    .trim()
+    .split('\n')
+    .map((l) => l.split(' '))
+    .map(([, p, c]) => [Number(p), Number(c)] as [number, number]);
+}
+
+function openFds(): number {
+  return fs.readdirSync('/proc/self/fd').length;
+}
+
+function fdTarget(fd: number): string | undefined {
+  try {
+    return fs.readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return undefined;
+  }
+}
+
+async function start(): Promise<{ relay: Relay; connector: ProcConnector }> {
+  relay = new Relay({ signal: TEST_SIGNAL });
+  connector = new ProcConnector({ events: ['fork'], relay: relay.link });
+  await connector.open();
+  await connector.selfTest();
+  return { relay, connector };
+}
+
+async function stop(): Promise<void> {
+  relay?.close();
+  await connector?.close();
+  relay = undefined;
+  connector = undefined;
+}
+
+beforeAll(async () => {
+  requireRoot();
+  dir = await makeTempDir();
+  consumerBin = await compileConsumer(dir);
+  forkerBin = path.join(dir, 'forker');
+  await execFileAsync('cc', [
+    '-O2',
+    '-o',
+    forkerBin,
+    path.join(__dirname, '..', 'fixtures', 'forker.c'),
+  ]);
+});
+
+afterEach(async () => {
+  await stop();
+  await stopAllConsumers();
+});
+
+afterAll(async () => {
+  if (dir !== undefined) await fs.promises.rm(dir, { recursive: true, force: true });
+});
+
+test('the worker relays every fork; no datagram reaches the main thread without a listener', async () => {
+  const { relay, connector } = await start();
+  const consumer = await Consumer.start(consumerBin);
+  expect(relay.registry.register(consumer.pid)).toBe('registered');
+  const parsedBefore = connector.counters.received.fork;
+  const seenBefore = relay.counters.forksSeen;
+
+  const forks = await runForker(4, 2);
+  const parents = new Set(forks.map(([p]) => p));
+  const mine = (): Array<[number, number]> =>
+    consumer.lines
+      .map(parseLine)
+      .filter((s) => parents.has(s.pid))
+      .map((s) => [s.pid, s.val]);
+  await waitFor(() => mine().length >= forks.length, 10000, 'a signal per fork');
+  expect(mine().sort()).toEqual([...forks].sort());
+  for (const line of consumer.lines.map(parseLine)) {
+    expect(line).toMatchObject({ sig: TEST_SIGNAL, code: -4 });
+  }
+  // The worker counted them; the main thread parsed none of them.
+  expect(relay.counters.forksSeen - seenBefore).toBeGreaterThanOrEqual(forks.length);
+  expect(relay.counters.signalsSent).toBeGreaterThanOrEqual(forks.length);
+  expect(connector.counters.received.fork).toBe(parsedBefore);
+
+  // A library listener turns forwarding on: the same connector now emits events too.
+  const seen: number[] = [];
+  connector.on('events', (batch) => {
+    for (const ev of batch) if (ev.kind === 'fork') seen.push(ev.childPid);
+  });
+  const more = await runForker(2, 0);
+  await waitFor(
+    () => more.every(([, child]) => seen.includes(child)),
+    10000,
+    'the forks as events',
+  );
+});
+
+test('a registrant that exits is removed through its pidfd, without exit events', async () => {
+  const { relay } = await start();
+  const consumer = await Consumer.start(consumerBin);
+  relay.registry.register(consumer.pid);
+  const pidfd = relay.registry.get(consumer.pid)?.pidfd ?? -1;
+  expect(fdTarget(pidfd)).toMatch(/pidfd/);
+  const departed = new Promise<UnregisteredEvent>((resolve) =>
+    relay.registry.once('unregistered', resolve),
+  );
+  await consumer.stop();
+  const event = await departed;
+  expect(event).toMatchObject({ id: consumer.pid, reason: 'exited' });
+  expect(relay.counters.registrantsExited).toBe(1);
+  // The pidfd is closed once the worker has acknowledged the change.
+  await waitFor(() => !(fdTarget(pidfd) ?? '').includes('pidfd'), 10000, 'the pidfd closed');
+});
+
+test('unregistering stops the signals, and the pidfd closes after the worker let go', async () => {
+  const { relay } = await start();
+  const [leaving, control] = await Promise.all([
+    Consumer.start(consumerBin),
+    Consumer.start(consumerBin),
+  ]);
+  relay.registry.register(leaving.pid);
+  relay.registry.register(control.pid);
+  const pidfd = relay.registry.get(leaving.pid)?.pidfd ?? -1;
+  expect(relay.registry.unregister(leaving.pid)).toBe('unregistered');
+  await waitFor(() => !(fdTarget(pidfd) ?? '').includes('pidfd'), 10000, 'the pidfd closed');
+  const forks = await runForker(3, 0);
+  const parent = forks[0][0];
+  // The control registrant is signalled in the same loop: once it has every fork of the run,
+  // the worker has relayed them all, and `leaving` must have none.
+  const ofRun = (c: Consumer): number =>
+    c.lines.map(parseLine).filter((s) => s.pid === parent).length;
+  await waitFor(() => ofRun(control) >= forks.length, 10000, "the control registrant's signals");
+  expect(ofRun(leaving)).toBe(0);
+  // Registered again, it is signalled again, so "nothing" above was not just slowness.
+  relay.registry.register(leaving.pid);
+  const after = await runForker(1, 0);
+  await waitFor(
+    () => leaving.lines.map(parseLine).some((s) => s.val === after[0][1]),
+    10000,
+    'the signal after registering again',
+  );
+});
+
+test('closing the relay and the connector leaves no descriptor behind', async () => {
+  const consumers = await Promise.all([0, 1, 2].map(() => Consumer.start(consumerBin)));
+  const baseline = openFds(); // the consumers' pipes included
+  const { relay } = await start();
+  for (const c of consumers) relay.registry.register(c.pid);
+  await runForker(2, 0);
+  await stop();
+  expect(openFds()).toBe(baseline);
+});
