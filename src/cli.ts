@@ -41,6 +41,11 @@ export function buildProgram(): Command {
     )
     .option('--strict', 'fail writes the patch would silently ignore with EINVAL', false)
     .option('--processes-only', 'relay only new processes, not new threads', false)
+    .option(
+      '--allow-self-register',
+      'let every user register (and unregister) its own process or threads; signal stays root-only',
+      false,
+    )
     .addOption(
       new Option('--log-level <level>', 'log verbosity').choices(LOG_LEVELS).default('info'),
     )
@@ -68,6 +73,7 @@ export function buildProgram(): Command {
         signal: opts.signal,
         strict: opts.strict,
         processesOnly: opts.processesOnly,
+        allowSelfRegister: opts.allowSelfRegister,
         logLevel: opts.logLevel,
         logFormat: opts.logFormat,
         receiveBufferBytes: opts.receiveBuffer,
@@ -126,6 +132,7 @@ interface DaemonCliOptions {
   signal: number;
   strict: boolean;
   processesOnly: boolean;
+  allowSelfRegister: boolean;
   logLevel: LogLevel;
   logFormat?: LogFormat;
   receiveBuffer?: number;

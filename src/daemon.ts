@@ -35,6 +35,8 @@ export interface DaemonOptions {
   logLevel: LogLevel;
   /** 'journal' (sd-daemon priority prefixes) or 'text'; chosen from $JOURNAL_STREAM if unset. */
   logFormat?: LogFormat;
+  /** Let every user register its own process or threads (processes mode 0666). */
+  allowSelfRegister?: boolean;
   /** Where registrations and the signal are kept across restarts; false: nowhere. */
   stateFile: string | false;
   /** The proc connector socket's receive buffer; the library's default when undefined. */
@@ -194,6 +196,7 @@ class Daemon {
         strict: options.strict,
         logger: log,
         isShuttingDown: () => this.stopping !== undefined,
+        allowSelfRegister: options.allowSelfRegister,
         onSignalChanged: () => this.persister?.signalChanged(),
       }),
       stats: createStatsAttribute(

@@ -13,6 +13,7 @@ import {
   renderProcessList,
   renderSignal,
 } from './patchRules';
+import { readTgid } from './procStat';
 import type { Relay } from './relay';
 import type { RegisterOutcome } from './registry';
 
@@ -33,6 +34,12 @@ export interface PatchAttributeOptions {
    * cause, rather than with whatever the half-closed registry would make of them.
    */
   isShuttingDown?: () => boolean;
+  /**
+   * `processes` becomes writable by every user (mode 0666); a caller that is not root may
+   * register or unregister only its own process or one of its own threads (anything else:
+   * EACCES). Off by default: the patch's rule, root only. `signal` stays root's.
+   */
+  allowSelfRegister?: boolean;
   /** Called after the signal in effect changed (the daemon saves its state). */
   onSignalChanged?: (signal: number) => void;
 }
@@ -50,6 +57,13 @@ export function createPatchAttributes(
   const strict = options.strict ?? false;
   const logger = options.logger;
   const isShuttingDown = options.isShuttingDown ?? (() => false);
+  const allowSelfRegister = options.allowSelfRegister ?? false;
+
+  /** A caller that is not root may name only a task of its own process. */
+  function ownedByCaller(id: number, caller: Caller): boolean {
+    const own = readTgid(caller.pid);
+    return own !== undefined && readTgid(id) === own;
+  }
   const ignored: StoreOutcome = strict ? 'rejected' : 'accepted';
 
   const processes: Attribute = {
@@ -58,10 +72,19 @@ export function createPatchAttributes(
       relay.registry.pruneExited();
       return renderProcessList(relay.registry.ids());
     },
+    mode: allowSelfRegister ? 0o666 : 0o644,
     store(text: string, caller?: Caller): StoreOutcome {
       if (isShuttingDown()) return { errno: 'ESHUTDOWN' };
+      const unprivileged = caller !== undefined && caller.uid !== 0;
+      if (unprivileged && !allowSelfRegister) return { errno: 'EACCES' };
       const id = parsePatchNumber(text);
       if (id === 0) return ignored;
+      if (unprivileged && !ownedByCaller(id, caller)) {
+        logger?.warn(
+          `pid ${caller.pid}, uid ${caller.uid}, may not ${isUnregisterRequest(text) ? 'unregister' : 'register'} pid ${id}: not a task of its own process`,
+        );
+        return { errno: 'EACCES' };
+      }
       const by = caller === undefined ? '' : ` by ${describeTask(caller.pid)}, uid ${caller.uid}`;
       if (isUnregisterRequest(text)) {
         const registrant = relay.registry.get(id);
@@ -86,6 +109,12 @@ export function createPatchAttributes(
         outcome = relay.registry.register(id);
       } catch (err) {
         return registrationFailed(id, err);
+      }
+      if (unprivileged && outcome === 'registered' && !ownedByCaller(id, caller)) {
+        // The id changed hands between the check and pidfd_open (it exited, its number was
+        // reused): the pidfd names a stranger. Undo.
+        relay.registry.unregister(id);
+        return { errno: 'EACCES' };
       }
       switch (outcome) {
         case 'registered':
@@ -128,8 +157,9 @@ export function createPatchAttributes(
     show(): string {
       return renderSignal(relay.signal);
     },
-    store(text: string): StoreOutcome {
+    store(text: string, caller?: Caller): StoreOutcome {
       if (isShuttingDown()) return { errno: 'ESHUTDOWN' };
+      if (caller !== undefined && caller.uid !== 0) return { errno: 'EACCES' };
       const n = parsePatchNumber(text);
       if (!isAcceptedSignal(n)) return ignored;
       const previous = relay.signal;

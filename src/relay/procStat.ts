@@ -58,3 +58,15 @@ export function readTaskStat(id: number): TaskStat | undefined {
 export function readBootId(): string {
   return fs.readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim();
 }
+
+/** The thread group (process) of task `id` (/proc/<id>/status "Tgid:"), or undefined if none. */
+export function readTgid(id: number): number | undefined {
+  let text: string;
+  try {
+    text = fs.readFileSync(`/proc/${id}/status`, 'latin1');
+  } catch {
+    return undefined;
+  }
+  const m = /^Tgid:\s*(\d+)$/m.exec(text);
+  return m ? Number(m[1]) : undefined;
+}

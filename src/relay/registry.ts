@@ -88,6 +88,13 @@ export interface RegistryHooks {
   release?(registrant: Registrant): void;
 }
 
+/**
+ * PID_MAX_LIMIT on 64-bit kernels (include/linux/threads.h: 4 * 1024 * 1024), the ceiling of
+ * /proc/sys/kernel/pid_max: no task id is above it. Ids between pid_max and this are left to
+ * pidfd_open (ESRCH), so no write reads pid_max, and a pid_max raised at run time is honoured.
+ */
+export const PID_MAX_LIMIT = 4 * 1024 * 1024;
+
 /** The kernel's pid_max: ids above it name no task (kernel/pid.c allocates below it). */
 export function readPidMax(): number {
   return Number.parseInt(fs.readFileSync(PID_MAX_PATH, 'latin1'), 10);
@@ -168,7 +175,7 @@ export class Registry extends EventEmitter<RegistryEvents> {
    */
   register(id: number): RegisterOutcome {
     if (this.closed) throw new Error('Registry.register: the registry is closed');
-    if (!Number.isSafeInteger(id) || id <= 0 || id > readPidMax()) return 'no-such-task';
+    if (!Number.isSafeInteger(id) || id <= 0 || id > PID_MAX_LIMIT) return 'no-such-task';
     const existing = this.byId.get(id);
     if (existing !== undefined) {
       if (!this.hasExited(existing)) return 'already';
