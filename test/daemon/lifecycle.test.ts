@@ -3,6 +3,7 @@
  * hit, each a single clear line and a non-zero exit.
  */
 import fs from 'node:fs';
+import { AS_NOBODY } from '../support/unprivileged';
 import {
   CLI,
   Daemon,
@@ -96,7 +97,7 @@ describe('refuses to start with one clear line', () => {
     const mp = tmp.join('notroot');
     const { code, errors } = await expectRefusal(
       ['--mountpoint', mp, '--signal', '40'],
-      ['runuser', '-u', 'nobody', '--'],
+      [...AS_NOBODY],
     );
     expect(code).not.toBe(0);
     expect(errors).toHaveLength(1);

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { MNT_DETACH, umount2 } from '../../src/native/libc';
 import type { Attribute, StoreOutcome } from '../../src/fs/attribute';
 import { readMountInfo } from '../../src/fs/mountInfo';
+import { AS_NOBODY } from '../support/unprivileged';
 
 export const REPO = path.resolve(__dirname, '../..');
 const REGISTER_TS = path.join(__dirname, '../fixtures/register-ts.cjs');
@@ -139,7 +140,8 @@ export interface MountChild {
 }
 
 export interface MountChildOptions {
-  user?: string;
+  /** 'nobody': run the child unprivileged (test/support/unprivileged.ts). */
+  user?: 'nobody';
   /** requestTimeoutSeconds of the child's tree. */
   requestTimeoutSeconds?: number;
   /** Run node with --expose-gc, so the SIGUSR2 statistics come after a collection. */
@@ -148,7 +150,7 @@ export interface MountChildOptions {
 
 export function startMountChild(
   mountpoint: string,
-  userOrOptions?: string | MountChildOptions,
+  userOrOptions?: 'nobody' | MountChildOptions,
 ): Promise<MountChild> {
   const options: MountChildOptions =
     typeof userOrOptions === 'string' ? { user: userOrOptions } : (userOrOptions ?? {});
@@ -164,7 +166,7 @@ export function startMountChild(
   const child =
     options.user === undefined
       ? spawn(node, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] })
-      : spawn('runuser', ['-u', options.user, '--', node, ...args], {
+      : spawn(AS_NOBODY[0], [...AS_NOBODY.slice(1), node, ...args], {
           cwd: REPO,
           stdio: ['ignore', 'pipe', 'pipe'],
         });
