@@ -166,12 +166,11 @@ describe('processes', () => {
   });
 
   test('a thread id is a task: it registers', async () => {
-    // node has several threads; any of them not the main one will do.
-    const child = spawn(process.execPath, ['-e', 'setTimeout(() => {}, 100000)'], {
-      stdio: 'ignore',
-    });
-    sleepers.push(child);
-    const tid = await waitForThread(child.pid ?? -1);
+    // node has several threads; any of them not the main one will do. It ignores signal 40 like
+    // every registrant here: the relay now signals from its worker at once, so the next fork on
+    // the machine would otherwise kill it between this write and the read below.
+    const pid = spawnIgnoring40([process.execPath, '-e', 'setTimeout(() => {}, 100000)']);
+    const tid = await waitForThread(pid);
     expect(writeOnce(daemon.file('processes'), `${tid}`)).toBe(`${tid}`.length);
     expect(ids(daemon)).toEqual([tid]);
   });
