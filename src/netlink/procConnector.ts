@@ -119,6 +119,8 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
   /** Shared with the worker: CONTROL_FORWARD = 1 while datagrams must come to this thread. */
   private readonly control = new Int32Array(new SharedArrayBuffer(CONTROL_INTS * 4));
   private selfTesting = false;
+  /** open() succeeded once: events may be emitted (until the worker's final drain on close). */
+  private opened = false;
 
   private state: State = 'new';
   private openPromise: Promise<void> | undefined;
@@ -250,6 +252,7 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
     try {
       await this.openPromise;
       this.state = 'open';
+      this.opened = true;
       this.updateForwarding();
       // Events that came while the subscription was being confirmed, in order.
       for (const batch of this.heldBatches.splice(0)) this.emit('events', batch);
@@ -494,8 +497,10 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
     // Until open() has confirmed the subscription, hold events back: a socket the kernel ignored
     // (outside the initial namespaces) still hears other listeners' events, which must not look
     // like a working subscription. open() emits them once it succeeds and drops them if it fails.
+    // After a failed open() the worker's last drain (teardown) still posts what the ignored
+    // socket heard: never emit those either.
     if (this.state === 'opening') this.heldBatches.push(batch);
-    else this.emit('events', batch);
+    else if (this.opened) this.emit('events', batch);
   }
 
   private onEvent(event: ProcEvent, seq: number): void {
