@@ -10,6 +10,8 @@
  *   3. the FUSE mount, through which users register;
  *   4. "ready" (log line and sd_notify READY=1).
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { AttributeFs } from './fs';
 import { createLogger, type LogFormat, type LogLevel, type Logger } from './log';
 import {
@@ -47,6 +49,10 @@ export interface DaemonOptions {
 const GLIBC_RESERVED_SIGNAL = 33;
 /** File descriptors the daemon needs besides the registrants' pidfds (stdio, sockets, workers). */
 const RESERVED_FDS = 64;
+/** The receive worker counts as stalled after this long without progress (it beats every 1 s). */
+const WORKER_STALL_MS = 3000;
+/** How long a read through the mount may take before the watchdog counts the FUSE side as stalled. */
+const MOUNT_STAT_TIMEOUT_MS = 5000;
 /** How often STATUS= is refreshed for `systemctl status`. */
 const STATUS_INTERVAL_MS = 5000;
 
@@ -113,6 +119,9 @@ class Daemon {
   private persister: StatePersister | undefined;
   private stateFile: StateFile | undefined;
   private registrantsEver = 0;
+  private lastHeartbeat = -1;
+  private lastHeartbeatChange = Date.now();
+  private unhealthy = false;
   private readonly startedAt = Date.now();
   private mounted = false;
   private statusTimer: NodeJS.Timeout | undefined;
@@ -223,7 +232,9 @@ class Daemon {
       `ready: relaying forks to the processes registered in ${options.mountpoint}/processes`,
     );
     this.notifier.ready(this.statusLine());
-    this.notifier.startWatchdog();
+    const worker = relay.worker;
+    log.debug(`the receive worker is thread ${worker.tid}`);
+    this.notifier.startWatchdog(() => this.healthy());
     this.statusTimer = setInterval(
       () => this.notifier.status(this.statusLine()),
       STATUS_INTERVAL_MS,
@@ -304,6 +315,51 @@ class Daemon {
     );
     persister.attach();
     this.persister = persister;
+  }
+
+  /**
+   * What WATCHDOG=1 vouches for: the receive worker has shown progress (its heartbeat moves at
+   * every wake-up, at least once a second, and at every fork) within WORKER_STALL_MS, and a read
+   * of `signal` through the mount answers within MOUNT_STAT_TIMEOUT_MS. Each failure is
+   * logged once, as it starts.
+   */
+  private async healthy(): Promise<boolean> {
+    const relay = this.relay;
+    if (relay === undefined || this.stopping !== undefined) return false;
+    const now = Date.now();
+    const beat = relay.worker.heartbeat;
+    if (beat !== this.lastHeartbeat) {
+      this.lastHeartbeat = beat;
+      this.lastHeartbeatChange = now;
+    }
+    const workerStalledMs = now - this.lastHeartbeatChange;
+    let problem: string | undefined;
+    if (workerStalledMs > WORKER_STALL_MS) {
+      problem = `the receive worker has shown no progress for ${Math.round(workerStalledMs / 1000)} s`;
+    } else {
+      // A read, not a stat: the kernel may answer a stat from its attribute cache.
+      const file = path.join(this.tree?.mountpoint ?? this.options.mountpoint, 'signal');
+      let timer: NodeJS.Timeout | undefined;
+      const answered = await Promise.race([
+        fs.promises.readFile(file).then(
+          () => true,
+          () => false,
+        ),
+        new Promise<false>(
+          (resolve) => (timer = setTimeout(resolve, MOUNT_STAT_TIMEOUT_MS, false)),
+        ),
+      ]);
+      clearTimeout(timer);
+      if (!answered)
+        problem = `a read of ${file} did not answer within ${MOUNT_STAT_TIMEOUT_MS} ms`;
+    }
+    if (problem !== undefined && !this.unhealthy) {
+      this.log.warn(`watchdog: not pinging systemd: ${problem}`);
+    } else if (problem === undefined && this.unhealthy) {
+      this.log.info('watchdog: healthy again, pinging systemd');
+    }
+    this.unhealthy = problem !== undefined;
+    return !this.unhealthy;
   }
 
   /** A SIGINT/SIGTERM during start-up ends it at the next step: nothing starts afterwards. */

@@ -123,6 +123,9 @@ const AT_CN = NLMSGHDR.SIZE;
 const AT_EVENT = NLMSGHDR.SIZE + CN_MSG.DATA;
 const AT_FORK = AT_EVENT + PROC_EVENT.EVENT_DATA;
 
+/** Longest sleep of a worker that relays: the period of its heartbeat (see ForkTable). */
+export const HEARTBEAT_MS = 1000;
+
 export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void {
   const { fd, wakeFd } = data;
   const control = new Int32Array(data.control);
@@ -256,7 +259,10 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
           postLoss();
         }
       }
-      const ready = epollWait(epfd, events, EPOLL_BATCH, -1);
+      // With a relay attached, wake at least every HEARTBEAT_MS so that an idle worker still
+      // shows the watchdog it is alive (one wake-up a second: nothing measurable).
+      const ready = epollWait(epfd, events, EPOLL_BATCH, sender === undefined ? -1 : HEARTBEAT_MS);
+      sender?.beat();
       for (let i = 0; i < ready; i++) {
         const tag = events.readUInt32LE(i * EPOLL_EVENT.SIZE + EPOLL_EVENT.DATA);
         if (tag === EPOLL_TAG_STOP) stop = true;

@@ -7,7 +7,8 @@
  * Shared memory (one SharedArrayBuffer):
  *   header   Int32[12]    version (a seqlock: odd while the main thread writes), acked (the
  *                         version the worker has loaded), count, signal, processesOnly,
- *                         recentNext, recoveredCount, recoveredUntil (lo, hi)
+ *                         recentNext, recoveredCount, recoveredUntil (lo, hi), heartbeat,
+ *                         workerTid
  *   totals   Float64[8]   forksSeen, forksRelayed, signalsSent, signalsLost, signalsFailed,
  *                         threadsSeen
  *   slots    Int32[2c]    per slot: pidfd, id
@@ -45,6 +46,7 @@ import {
   close,
   epollCtl,
   eventfd,
+  gettid,
   pidfdSendSignal,
   read,
   write,
@@ -62,6 +64,10 @@ const H_RECENT_NEXT = 5;
 const H_RECOVERED_COUNT = 6;
 const H_RECOVERED_UNTIL_LO = 7;
 const H_RECOVERED_UNTIL_HI = 8;
+/** Bumped by the worker at every wake-up and every fork: proof of life for the watchdog. */
+const H_HEARTBEAT = 9;
+/** The worker's thread id (gettid), for diagnostics. */
+const H_WORKER_TID = 10;
 const HEADER_INTS = 12; // a multiple of 2, so the Float64 totals stay 8-aligned
 
 const T_FORKS_SEEN = 0;
@@ -291,6 +297,16 @@ export class ForkTable implements ForkRelayLink {
     };
   }
 
+  /** The worker's heartbeat: it changes whenever the worker wakes up or relays a fork. */
+  heartbeat(): number {
+    return Atomics.load(this.mem.header, H_HEARTBEAT);
+  }
+
+  /** The receive worker's thread id, once it has started (0 before). */
+  workerTid(): number {
+    return Atomics.load(this.mem.header, H_WORKER_TID);
+  }
+
   /** Timestamp (CLOCK_MONOTONIC ns) of the last fork the worker read, if any. */
   lastForkNs(): number | undefined {
     const next = Atomics.load(this.mem.header, H_RECENT_NEXT);
@@ -447,7 +463,13 @@ export class ForkSender {
     this.siginfo.writeInt32LE(0, SIGINFO.ERRNO);
     this.siginfo.writeInt32LE(SI_ASYNCIO, SIGINFO.CODE);
     this.siginfo.writeUInt32LE(0, SIGINFO.UID);
+    Atomics.store(this.mem.header, H_WORKER_TID, gettid());
     this.sync();
+  }
+
+  /** Proof of life for the watchdog: called at every wake-up of the worker's loop. */
+  beat(): void {
+    Atomics.add(this.mem.header, H_HEARTBEAT, 1);
   }
 
   /** The doorbell rang: take the change (and reset the eventfd). */
@@ -483,6 +505,7 @@ export class ForkSender {
     recent[at + RECENT_TS_LO] = timestampLo;
     recent[at + RECENT_TS_HI] = timestampHi;
     Atomics.store(header, H_RECENT_NEXT, next + 1 === 0x7fffffff ? RECENT_FORKS : next + 1);
+    header[H_HEARTBEAT]++;
     const totals = this.mem.totals;
     totals[T_FORKS_SEEN]++;
     let siPid: number;

@@ -217,6 +217,11 @@ export class Relay {
     };
   }
 
+  /** The receive worker's heartbeat (changes while it is alive) and thread id. */
+  get worker(): { heartbeat: number; tid: number } {
+    return { heartbeat: this.table.heartbeat(), tid: this.table.workerTid() };
+  }
+
   /** The fast path's end for ProcConnector's `relay` option. */
   get link(): ForkRelayLink {
     return this.table;

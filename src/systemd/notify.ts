@@ -139,16 +139,33 @@ export class SystemdNotifier {
   }
 
   /**
-   * Ping WATCHDOG=1 at half the interval, as sd_watchdog_enabled(3) recommends, from an
+   * Ping WATCHDOG=1 at half the interval, as sd_watchdog_enabled(3) recommends (only when
+   * `healthy` resolves true, if given), from an
    * unref'd timer (it never keeps the process alive). Returns the ping period in ms, or
    * undefined when there is no watchdog or no socket. Idempotent.
    */
-  startWatchdog(): number | undefined {
+  startWatchdog(healthy?: () => Promise<boolean>): number | undefined {
     const interval = this.watchdogIntervalMs();
     if (interval === undefined || !this.enabled) return undefined;
     const period = Math.max(1, Math.floor(interval / 2));
     if (this.watchdogTimer === undefined) {
-      this.watchdogTimer = setInterval(() => this.watchdog(), period);
+      let checking = false;
+      this.watchdogTimer = setInterval(() => {
+        if (healthy === undefined) {
+          this.watchdog();
+          return;
+        }
+        // WATCHDOG=1 means "healthy", not "the event loop turns": no ping unless the check
+        // passes, so systemd restarts a daemon whose parts have stalled.
+        if (checking) return;
+        checking = true;
+        healthy()
+          .then((ok) => {
+            if (ok && !this.closed) this.watchdog();
+          })
+          .catch(() => undefined)
+          .finally(() => (checking = false));
+      }, period);
       this.watchdogTimer.unref();
     }
     return period;
