@@ -26,7 +26,14 @@ beforeAll(() => {
 });
 
 afterAll(async () => {
-  for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
+  for (const child of children) {
+    if (child.pid === undefined) continue;
+    try {
+      process.kill(-child.pid, 'SIGKILL');
+    } catch {
+      // the group is gone already
+    }
+  }
   for (const d of daemons) await d.shutdown();
   await tmp.cleanup();
 });
@@ -43,7 +50,9 @@ async function startDaemon(name: string, args: string[] = ['--signal', '40'], pr
  * returned once its comm is `comm`, i.e. once the trap is in place.
  */
 function ignoring40(script: string, comm: string): number {
-  const child = spawn('sh', ['-c', `trap "" 40; ${script}`], { stdio: 'ignore' });
+  // A process group of its own, ended whole in afterAll: a shell's background sleep would
+  // outlive the shell.
+  const child = spawn('sh', ['-c', `trap "" 40; ${script}`], { stdio: 'ignore', detached: true });
   children.push(child);
   const pid = child.pid;
   if (pid === undefined) throw new Error('sh did not start');

@@ -76,19 +76,23 @@ test('a user registers its own process, receives forks, unregisters; nothing mor
   expect(fs.statSync(d.file('signal')).mode & 0o777).toBe(0o644);
 
   // A registrant running as nobody registers itself.
-  const consumer = spawnChild('runuser', [
-    '-u',
-    'nobody',
+  // setpriv execs the consumer itself (runuser would fork it and not pass SIGKILL on, leaving
+  // it and its pipes behind).
+  const consumer = spawnChild('setpriv', [
+    '--reuid=nobody',
+    '--regid=nogroup',
+    '--clear-groups',
     '--',
     consumerBin,
     ...consumerArgs(d.file('processes')),
   ]);
   children.push(consumer);
   await consumer.waitForLine(/^ready$/, 'stdout');
-  const pid = await waitFor('the consumer under runuser', () => {
+  const pid = await waitFor('the consumer as nobody', () => {
     const ids = listed(d);
     return ids.length === 1 ? ids[0] : undefined;
   });
+  expect(pid).toBe(consumer.pid);
   expect(fs.statSync(`/proc/${pid}`).uid).toBe(
     Number((await execFileAsync('id', ['-u', 'nobody'])).stdout),
   );
