@@ -265,7 +265,9 @@ class Daemon {
     let adopted = false;
     for (const { fd, name } of fds) {
       if (adopted || parseHandoverName(name) === undefined) {
-        this.log.warn(`closing fd ${fd} (${name}) passed by systemd: not a FUSE connection of ours`);
+        this.log.warn(
+          `closing fd ${fd} (${name}) passed by systemd: not a FUSE connection of ours`,
+        );
         try {
           closeFd(fd);
         } catch {

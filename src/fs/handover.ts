@@ -50,7 +50,10 @@ export function parseHandoverName(name: string): HandoverDescription | undefined
 }
 
 /** FNV-1a (32 bits) of the file system name and each file's name and mode, in node-id order. */
-export function treeSignature(fsName: string, files: Array<{ name: string; mode: number }>): string {
+export function treeSignature(
+  fsName: string,
+  files: Array<{ name: string; mode: number }>,
+): string {
   let hash = 0x811c9dc5;
   const text = [fsName, ...files.map((f) => `${f.name}=${f.mode.toString(8)}`)].join('\n');
   for (const byte of Buffer.from(text, 'utf8')) {

@@ -24,7 +24,11 @@ const spareFds: number[] = [];
 
 const value = (text: string): Attribute => ({ show: () => text, store: () => 'accepted' });
 
-function makeTree(mountpoint: string, files: Record<string, Attribute>, notices?: AttributeFsNotice[]): AttributeFs {
+function makeTree(
+  mountpoint: string,
+  files: Record<string, Attribute>,
+  notices?: AttributeFsNotice[],
+): AttributeFs {
   const tree = new AttributeFs(mountpoint, files);
   if (notices !== undefined) tree.on('notice', (n) => notices.push(n));
   trees.push(tree);
@@ -40,7 +44,11 @@ function catInChild(file: string): { done: Promise<{ code: number; out: string; 
   let child: ChildProcess;
   const done = new Promise<{ code: number; out: string; err: string }>((resolve) => {
     child = execFile('cat', [file], { timeout: 20000 }, (error, out, err) =>
-      resolve({ code: error === null ? 0 : typeof error.code === 'number' ? error.code : -1, out, err }),
+      resolve({
+        code: error === null ? 0 : typeof error.code === 'number' ? error.code : -1,
+        out,
+        err,
+      }),
     );
   });
   children.push(child!);
@@ -112,7 +120,10 @@ test('a caller arriving between two servers waits and is answered by the second'
 });
 
 describe('refusals: the connection is abandoned and the mountpoint is free for mount()', () => {
-  async function leftBehind(mountpoint: string, files: Record<string, Attribute>): Promise<{
+  async function leftBehind(
+    mountpoint: string,
+    files: Record<string, Attribute>,
+  ): Promise<{
     fd: number;
     name: string;
     device: string;
