@@ -27,10 +27,8 @@ import { Relay } from './relay/relay';
 import { checkPidfdThreadSupport } from './relay/registry';
 import { StateFile, StatePersister, restoreRegistrations } from './relay/stateFile';
 import { createStatsAttribute, statsLine, type DaemonStats } from './relay/stats';
-import { close as closeFd } from './native/libc';
-import { takeListenFds } from './systemd/listenFds';
+import { MountFdStore } from './systemd/mountFdStore';
 import { SystemdNotifier } from './systemd/notify';
-import { ownUnit, restartPending } from './systemd/restartPending';
 
 export interface DaemonOptions {
   mountpoint: string;
@@ -132,8 +130,7 @@ class Daemon {
   private unhealthy = false;
   private readonly startedAt = Date.now();
   private mounted = false;
-  /** The FDNAME under which systemd keeps our FUSE connection, once stored. */
-  private storedFdName: string | undefined;
+  private fdStore: MountFdStore | undefined;
   private statusTimer: NodeJS.Timeout | undefined;
   private stopping: Promise<void> | undefined;
   /** The process signal listeners this daemon added (and removes again; nobody else's). */
@@ -233,12 +230,21 @@ class Daemon {
         ? log.warn(notice.message)
         : log.info(notice.message),
     );
-    const adopted = await this.adoptHandedOver(tree);
+    // A connection systemd kept for us (the fd store) is served on; otherwise mount.
+    const fdStore = new MountFdStore(this.notifier, {
+      store: options.fdStore === true,
+      isConnectionName: (name) => parseHandoverName(name) !== undefined,
+      isRefusal: (err) => err instanceof AdoptRefused,
+      info: (message) => log.info(message),
+      warn: (message) => log.warn(message),
+    });
+    this.fdStore = fdStore;
+    const adopted = await fdStore.adoptPassed(tree);
     if (!adopted) await tree.mount();
     this.mounted = true;
     this.throwIfStopping();
     if (!adopted) log.info(`mounted ${options.mountpoint} (processes, signal ${relay.signal})`);
-    this.storeConnection(tree, adopted);
+    fdStore.store(tree);
 
     log.info(
       `ready: relaying forks to the processes registered in ${options.mountpoint}/processes`,
@@ -254,79 +260,12 @@ class Daemon {
     this.statusTimer.unref();
   }
 
-  /**
-   * A FUSE connection systemd passed back from its fd store (the run before stored it): serve
-   * that mount on instead of mounting anew, so its users never see it go. Fds that are not ours
-   * are closed. true when adopted.
-   */
-  private async adoptHandedOver(tree: AttributeFs): Promise<boolean> {
-    const { fds, problem } = takeListenFds();
-    if (problem !== undefined) this.log.warn(`fds passed by systemd: ${problem}`);
-    let adopted = false;
-    for (const { fd, name } of fds) {
-      if (adopted || parseHandoverName(name) === undefined) {
-        this.log.warn(
-          `closing fd ${fd} (${name}) passed by systemd: not a FUSE connection of ours`,
-        );
-        try {
-          closeFd(fd);
-        } catch {
-          // Already closed.
-        }
-        continue;
-      }
-      try {
-        await tree.adopt({ fd, name });
-        adopted = true;
-        if (this.options.fdStore === true) this.storedFdName = name;
-      } catch (err) {
-        if (!(err instanceof AdoptRefused)) throw err;
-        this.log.warn(
-          `not taking over the FUSE connection systemd kept (${name}): ${err.message}; mounting anew`,
-        );
-        this.notifier.removeStoredFds(name);
-      }
-    }
-    return adopted;
-  }
-
-  /** --fd-store: hand systemd a duplicate of the FUSE connection (once; an adopted one is there). */
-  private storeConnection(tree: AttributeFs, adopted: boolean): void {
-    if (this.options.fdStore !== true || adopted) return;
-    const handover = tree.handover();
-    if (handover === undefined) return;
-    if (!this.notifier.enabled) {
-      this.log.warn(
-        '--fd-store needs systemd (NOTIFY_SOCKET is not set): the mount will not survive a restart',
-      );
-      return;
-    }
-    if (this.notifier.storeFds(handover.name, [handover.fd])) {
-      this.storedFdName = handover.name;
-      this.log.info(
-        `the FUSE connection is in systemd's fd store (${handover.name}): a restart keeps the mount`,
-      );
-    } else {
-      this.log.warn('could not hand the FUSE connection to systemd: a restart will remount');
-    }
-  }
-
-  /**
-   * On SIGTERM with the connection in the fd store: leave the mount to the next start when
-   * systemd is restarting us, else unmount (and let systemd drop the fd).
-   */
-  private async unmountOrLeave(): Promise<void> {
+  /** Unmount, or leave the mount to the next start when systemd restarts us (the fd store). */
+  private async unmount(): Promise<void> {
     const tree = this.tree;
     if (tree === undefined) return;
-    const name = this.storedFdName;
-    const unit = name === undefined ? undefined : ownUnit();
-    if (name !== undefined && unit !== undefined && (await restartPending(unit))) {
-      await tree.leaveMounted();
-      this.mounted = false;
-      return;
-    }
-    if (name !== undefined) this.notifier.removeStoredFds(name);
-    await tree.close();
+    if (this.fdStore === undefined) return tree.close();
+    if ((await this.fdStore.stop(tree)) === 'left') this.mounted = false;
   }
 
   /** The counters of the `stats` file. */
@@ -520,7 +459,7 @@ class Daemon {
     if (this.statusTimer) clearInterval(this.statusTimer);
     if (this.relay !== undefined) this.log.info(`stats at shutdown: ${statsLine(this.stats())}`);
     const steps: Array<[string, () => Promise<void> | void]> = [
-      ['unmount', () => this.unmountOrLeave()],
+      ['unmount', () => this.unmount()],
       ['stop saving the state', () => this.persister?.detach()],
       ['close the relay', () => this.relay?.close()],
       ['unsubscribe', () => this.connector?.close()],
