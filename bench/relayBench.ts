@@ -24,7 +24,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { NotifyListener } from '../test/deploy/notifyListener';
-import { CLI, Child, ROOT, isMounted } from '../test/daemon/harness';
+import { CLI, Child, ROOT, isMounted } from '../test/support';
 
 const execFileAsync = promisify(execFile);
 const SIGNAL = 40;

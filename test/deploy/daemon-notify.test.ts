@@ -6,14 +6,14 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { CLI, Child, TempDir, isMounted, requireRootAndBuild, spawnChild } from '../daemon/harness';
+import { Child, TempDir, cleanupAll, isMounted, spawnChild, sleep, waitFor } from '../support';
+import { Daemon, requireRootAndBuild } from '../daemon/harness';
 import { NotifyListener } from './notifyListener';
 
 requireRootAndBuild();
 
 let tmp: TempDir;
 let listener: NotifyListener;
-let daemon: Child | undefined;
 let sleeper: Child | undefined;
 const mountpoint = () => tmp.join('mnt');
 
@@ -22,13 +22,9 @@ beforeAll(() => {
 });
 
 afterAll(async () => {
-  await daemon?.stop('SIGTERM');
-  await sleeper?.stop('SIGKILL');
+  await cleanupAll();
   listener?.close();
-  await tmp.cleanup();
 });
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 test('READY=1 after the mount, readable STATUS=, WATCHDOG=1 pings, STOPPING=1 on SIGTERM', async () => {
   listener = new NotifyListener(tmp.join('notify.sock'));
@@ -40,16 +36,12 @@ test('READY=1 after the mount, readable STATUS=, WATCHDOG=1 pings, STOPPING=1 on
 
   // WatchdogSec=2s: systemd would kill a service silent for 2 s; it should ping every second.
   const watchdogMs = 2000;
-  daemon = spawnChild(
-    process.execPath,
-    [CLI, '--mountpoint', mountpoint(), '--no-state', '--signal', '40'],
-    {
-      ...process.env,
-      NOTIFY_SOCKET: listener.address,
-      WATCHDOG_USEC: String(watchdogMs * 1000),
-    },
-  );
-  const [ready] = await listener.waitFor('READY', 30000);
+  const daemon = new Daemon(mountpoint(), ['--no-state', '--signal', '40'], [], {
+    ...process.env,
+    NOTIFY_SOCKET: listener.address,
+    WATCHDOG_USEC: String(watchdogMs * 1000),
+  });
+  const [ready] = await listener.waitForMessages('READY', 1, 30000);
   expect(mountedAtReady).toEqual([true]);
   expect(daemon.stderr.some((line) => /ready: relaying forks/.test(line))).toBe(true);
   // The STATUS= sent with READY=1 already says what the daemon is doing.
@@ -58,17 +50,12 @@ test('READY=1 after the mount, readable STATUS=, WATCHDOG=1 pings, STOPPING=1 on
   // A registrant, then the periodic STATUS= must count it.
   sleeper = spawnChild('sleep', ['600']);
   fs.writeFileSync(path.join(mountpoint(), 'processes'), `${sleeper.pid}\n`);
-  const deadline = Date.now() + 15000;
-  while (
-    !listener.with('STATUS').some((m) => /\b1 registrant/.test(m.fields.get('STATUS') ?? ''))
-  ) {
-    if (Date.now() > deadline) {
-      throw new Error(
-        `no STATUS= counting 1 registrant: ${JSON.stringify(listener.with('STATUS').map((m) => m.text))}`,
-      );
-    }
-    await sleep(100);
-  }
+  await waitFor(
+    () =>
+      `a STATUS= counting 1 registrant: ${JSON.stringify(listener.with('STATUS').map((m) => m.text))}`,
+    () => listener.with('STATUS').some((m) => /\b1 registrant/.test(m.fields.get('STATUS') ?? '')),
+    15000,
+  );
   for (const m of listener.with('STATUS')) {
     // One line of printable text, as `systemctl status` shows it.
     expect(m.fields.get('STATUS')).toMatch(/^[\x20-\x7e]+$/);
@@ -100,12 +87,11 @@ test('READY=1 after the mount, readable STATUS=, WATCHDOG=1 pings, STOPPING=1 on
 
 test('with systemd gone (nobody on NOTIFY_SOCKET) the daemon still runs and stops cleanly', async () => {
   const gone = tmp.join('gone.sock');
-  const run = spawnChild(
-    process.execPath,
-    [CLI, '--mountpoint', tmp.join('gone'), '--no-state', '--signal', '40'],
-    { ...process.env, NOTIFY_SOCKET: gone, WATCHDOG_USEC: '200000' },
-  );
-  daemon = run;
+  const run = new Daemon(tmp.join('gone'), ['--no-state', '--signal', '40'], [], {
+    ...process.env,
+    NOTIFY_SOCKET: gone,
+    WATCHDOG_USEC: '200000',
+  });
   await run.waitForLine(/ready: relaying forks/, 'stderr', 30000);
   // Every READY, STATUS and WATCHDOG (every 100 ms) send fails; none may take the daemon down.
   await sleep(1500);
