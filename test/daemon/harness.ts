@@ -6,14 +6,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import {
-  CLI,
-  Child,
-  detachMountsBelow,
-  execFileAsync,
-  requireBuild,
-  requireRoot,
-} from '../support';
+import { CLI, Child, detachMountsBelow, requireBuild, requireRoot } from '../support';
 
 export const RELAY_SIGNAL = 40;
 export const SI_ASYNCIO = -4;
@@ -96,18 +89,4 @@ export class Daemon extends Child {
  */
 export function consumerArgs(processes?: string): string[] {
   return ['--signal', String(RELAY_SIGNAL), ...(processes ? ['--register', processes] : [])];
-}
-
-/** Runs test/fixtures/forker and returns the forks it made as [parent, child] pairs. */
-export async function runForker(
-  forker: string,
-  width: number,
-  depth: number,
-): Promise<Array<[number, number]>> {
-  const { stdout } = await execFileAsync(forker, [String(width), String(depth)]);
-  return stdout
-    .trim()
-    .split('\n')
-    .map((l) => l.split(' '))
-    .map(([, p, c]) => [Number(p), Number(c)] as [number, number]);
 }

@@ -12,15 +12,9 @@ import {
   spawnChild,
   waitFor,
   cleanupAll,
-} from '../support';
-import {
-  Daemon,
-  RELAY_SIGNAL,
-  SI_ASYNCIO,
-  consumerArgs,
-  requireRootAndBuild,
   runForker,
-} from './harness';
+} from '../support';
+import { Daemon, RELAY_SIGNAL, SI_ASYNCIO, consumerArgs, requireRootAndBuild } from './harness';
 
 requireRootAndBuild();
 

@@ -12,8 +12,9 @@ import {
   spawnChild,
   waitFor,
   cleanupAll,
+  runForker,
 } from '../support';
-import { Daemon, RELAY_SIGNAL, consumerArgs, requireRootAndBuild, runForker } from './harness';
+import { Daemon, RELAY_SIGNAL, consumerArgs, requireRootAndBuild } from './harness';
 
 requireRootAndBuild();
 

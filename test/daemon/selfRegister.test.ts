@@ -11,8 +11,9 @@ import {
   spawnChild,
   waitFor,
   cleanupAll,
+  runForker,
 } from '../support';
-import { Daemon, consumerArgs, requireRootAndBuild, runForker } from './harness';
+import { Daemon, consumerArgs, requireRootAndBuild } from './harness';
 
 requireRootAndBuild();
 

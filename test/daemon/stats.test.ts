@@ -4,8 +4,16 @@
  */
 import fs from 'node:fs';
 import { STATS_NAMES } from '../../src/relay/stats';
-import { TempDir, compileFixture, parseSignals, spawnChild, waitFor, cleanupAll } from '../support';
-import { Daemon, consumerArgs, requireRootAndBuild, runForker } from './harness';
+import {
+  TempDir,
+  compileFixture,
+  parseSignals,
+  spawnChild,
+  waitFor,
+  cleanupAll,
+  runForker,
+} from '../support';
+import { Daemon, consumerArgs, requireRootAndBuild } from './harness';
 
 requireRootAndBuild();
 

@@ -27,8 +27,9 @@ import {
   parseSignals,
   spawnChild,
   waitFor,
+  runForker,
 } from '../support';
-import { RELAY_SIGNAL, SI_ASYNCIO, consumerArgs, runForker } from '../daemon/harness';
+import { RELAY_SIGNAL, SI_ASYNCIO, consumerArgs } from '../daemon/harness';
 
 const SHARED_TOOLS =
   process.env.RELAYFORK_SHARED_TOOLS ?? path.resolve(ROOT, '..', 'shared', 'tools');

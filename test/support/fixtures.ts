@@ -39,3 +39,17 @@ export function compileFixture(
   }
   return program;
 }
+
+/** Runs test/fixtures/forker and returns the forks it made as [parent, child] pairs. */
+export async function runForker(
+  forker: string,
+  width: number,
+  depth: number,
+): Promise<Array<[number, number]>> {
+  const { stdout } = await execFileAsync(forker, [String(width), String(depth)]);
+  return stdout
+    .trim()
+    .split('\n')
+    .map((l) => l.split(' '))
+    .map(([, p, c]) => [Number(p), Number(c)] as [number, number]);
+}

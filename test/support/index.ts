@@ -19,7 +19,7 @@ export {
   type RunOptions,
   type SpawnOptions,
 } from './children';
-export { compileFixture } from './fixtures';
+export { compileFixture, runForker } from './fixtures';
 export { TempDir, removeAllTempDirs } from './tempDir';
 export { isMounted, mountTypeAt, mountPointsBelow, detachMountsBelow } from './mounts';
 export { ROOT, CLI, REGISTER_TS, nodeEvalArgs, requireRoot, requireBuild } from './paths';
