@@ -11,7 +11,15 @@
  * Run with: npm run build && npm run bench (as root).
  */
 import fs from 'node:fs';
-import { Child, TempDir, compileFixture, execFileAsync, parseSignals, spawnChild, waitFor } from '../test/support';
+import {
+  Child,
+  TempDir,
+  compileFixture,
+  execFileAsync,
+  parseSignals,
+  spawnChild,
+  waitFor,
+} from '../test/support';
 import { Daemon, consumerArgs } from '../test/daemon/harness';
 
 const THREADS = Number(process.env.THREADS ?? 100000);
