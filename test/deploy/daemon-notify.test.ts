@@ -48,7 +48,13 @@ test('READY=1 after the mount, readable STATUS=, WATCHDOG=1 pings, STOPPING=1 on
   expect(ready.fields.get('STATUS')).toMatch(/registrant/);
 
   // A registrant, then the periodic STATUS= must count it.
-  sleeper = spawnChild('sleep', ['600']);
+  // It ignores the relay signal (an ignored signal stays ignored across exec): signal 40's
+  // default action would end it at the next fork on the machine, and with it the count.
+  sleeper = spawnChild('sh', ['-c', 'trap "" 40; exec sleep 600']);
+  const { pid } = sleeper;
+  await waitFor("the trap to be in place (sh exec'd sleep)", () =>
+    fs.readFileSync(`/proc/${pid}/comm`, 'latin1').startsWith('sleep'),
+  );
   fs.writeFileSync(path.join(mountpoint(), 'processes'), `${sleeper.pid}\n`);
   await waitFor(
     () =>
