@@ -16,6 +16,7 @@ const UNIT = [
   '<rootDir>/test/kubernetes/daemonset.test.ts',
   '<rootDir>/test/systemd/installService.test.ts',
   '<rootDir>/test/systemd/fdStore.test.ts',
+  '<rootDir>/test/support/support.test.ts',
 ];
 
 const common = {

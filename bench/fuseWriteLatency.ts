@@ -9,10 +9,9 @@
  * Run with: npm run bench:fuse (as root). WRITES (default 10000) and WARMUP (default 1000) may be set.
  */
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { AttributeFs } from '../src/fs/attributeFs';
+import { TempDir } from '../test/support';
 
 const WRITES = Number(process.env.WRITES ?? 10000);
 const WARMUP = Number(process.env.WARMUP ?? 1000);
@@ -36,7 +35,8 @@ console.log(JSON.stringify({ writes, p50: q(0.5), p90: q(0.9), p99: q(0.99), max
 `;
 
 async function main(): Promise<void> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'relayfork-bench-'));
+  const tmp = new TempDir('relayfork-bench-');
+  const dir = tmp.path;
   let stores = 0;
   const tree = new AttributeFs(dir, {
     processes: {
@@ -65,7 +65,7 @@ async function main(): Promise<void> {
     );
   } finally {
     await tree.close();
-    await rm(dir, { recursive: true, force: true });
+    await tmp.cleanup();
   }
 }
 

@@ -12,16 +12,12 @@
  *
  * Run (as root): npx tsc -p tsconfig.bench.json && node .bench-build/bench/netlinkStorm.js
  */
-import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import { promisify } from 'node:util';
+import { spawn } from 'node:child_process';
 import { ProcConnector, type ProcEventKind } from '../src/netlink';
+import { TempDir, compileFixture } from '../test/support';
 
 const THREADS = Number(process.env.THREADS ?? 100_000);
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
-const REPO = path.resolve(__dirname, '../..');
 
 /** Start the storm; its pid is known at once, `seconds` resolves when it has finished. */
 function startStorm(bin: string): { pid: number; seconds: Promise<number> } {
@@ -92,16 +88,9 @@ function line(name: string, base: number, r: Received): string {
 }
 
 async function main(): Promise<void> {
-  const dir = await mkdtemp(path.join(os.tmpdir(), 'relayfork-netlink-bench-'));
+  const tmp = new TempDir('relayfork-netlink-bench-');
   try {
-    const bin = path.join(dir, 'thread_storm');
-    await promisify(execFile)('cc', [
-      '-O2',
-      '-pthread',
-      '-o',
-      bin,
-      path.join(REPO, 'test/fixtures/thread_storm.c'),
-    ]);
+    const bin = await compileFixture('thread_storm', tmp.path);
     for (let round = 1; round <= ROUNDS; round++) {
       const a = { seconds: await startStorm(bin).seconds };
       const b = await withConnector(bin);
@@ -112,7 +101,7 @@ async function main(): Promise<void> {
       console.log(`  ${line('C (fork only, kernel-filtered)', a.seconds, c)}`);
     }
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    await tmp.cleanup();
   }
 }
 

@@ -18,13 +18,22 @@
  * no make, no goals: run by the test suite (test/bench/smoke.test.ts) so the bench cannot rot.
  * ROUNDS=N sets the rounds (default 5); LOADS=paced,storm,threads, MAKE=0 and SCALE=0 select parts.
  */
-import { spawn, execFile } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { NotifyListener } from '../test/deploy/notifyListener';
-import { CLI, Child, ROOT, isMounted } from '../test/daemon/harness';
+import {
+  CLI,
+  Child,
+  ROOT,
+  TempDir,
+  compileFixture,
+  detachMountsBelow,
+  sleep,
+  spawnChild,
+} from '../test/support';
 
 const execFileAsync = promisify(execFile);
 const SIGNAL = 40;
@@ -162,12 +171,8 @@ async function settle(pid: number, maxS = 120): Promise<number> {
   return (stableSince - t0) / 1000;
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
 function startChild(file: string, args: string[], env?: NodeJS.ProcessEnv): Child {
-  return new Child(spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'], env: env ?? process.env }));
+  return spawnChild(file, args, { stdin: 'pipe', env });
 }
 
 async function compile(dir: string): Promise<Record<string, string>> {
@@ -180,8 +185,7 @@ async function compile(dir: string): Promise<Record<string, string>> {
   ];
   await Promise.all(
     sources.map(async ([name, src]) => {
-      out[name] = path.join(dir, name);
-      await execFileAsync('cc', ['-O2', '-pthread', '-o', out[name], src]);
+      out[name] = await compileFixture(src, dir);
     }),
   );
   return out;
@@ -224,7 +228,7 @@ async function startRelayfork(
     processesPath: path.join(mountpoint, 'processes'),
     async stop() {
       await child.stop('SIGTERM', 30000);
-      if (isMounted(mountpoint)) await execFileAsync('umount', ['-l', mountpoint]).catch(() => {});
+      await detachMountsBelow(mountpoint);
       fs.rmSync(mountpoint, { recursive: true, force: true });
       const lost = child.stderr
         .map((l) => /overflowed: (\d+) events lost/.exec(l)?.[1])
@@ -756,7 +760,8 @@ export async function runBench(
   const rounds = smoke ? 1 : (options.rounds ?? 5);
   const sizes = sizesFor(smoke);
   const progress = options.progress ?? ((line: string) => process.stderr.write(`\r${line}\x1b[K`));
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'relayfork-bench-'));
+  const tmp = new TempDir('relayfork-bench-');
+  const dir = tmp.path;
   try {
     const bins = await compile(dir);
     const forkstat = smoke ? undefined : await ensureForkstat();
@@ -858,7 +863,7 @@ export async function runBench(
     }
     return { report, files };
   } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
+    await tmp.cleanup();
   }
 }
 

@@ -13,15 +13,14 @@
 import fs from 'node:fs';
 import {
   Child,
-  Daemon,
-  consumerArgs,
   TempDir,
   compileFixture,
   execFileAsync,
   parseSignals,
   spawnChild,
   waitFor,
-} from '../test/daemon/harness';
+} from '../test/support';
+import { Daemon, consumerArgs } from '../test/daemon/harness';
 
 const THREADS = Number(process.env.THREADS ?? 100000);
 const ROUNDS = Number(process.env.ROUNDS ?? 3);
@@ -54,8 +53,8 @@ async function main(): Promise<void> {
   let daemon: Daemon | undefined;
   let reg: Child | undefined;
   try {
-    const threads = await compileFixture('threads', tmp.path, ['-pthread']);
-    const registrantBin = await compileFixture('rt_consumer', tmp.path, ['-pthread']);
+    const threads = await compileFixture('threads', tmp.path);
+    const registrantBin = await compileFixture('rt_consumer', tmp.path);
     for (let round = 1; round <= ROUNDS; round++) {
       // A: no daemon at all.
       const { seconds: none } = await timeThreads(threads);

@@ -4,22 +4,19 @@
  * the JSON, Markdown and SVG reports are written.
  */
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { runBench } from '../../bench/relayBench';
 import { requireRootAndBuild } from '../daemon/harness';
+import { TempDir, cleanupAll } from '../support';
 
 requireRootAndBuild();
 
 let outDir: string;
 
 beforeAll(() => {
-  outDir = fs.mkdtempSync(path.join(os.tmpdir(), 'relayfork-bench-smoke-'));
+  outDir = new TempDir('relayfork-bench-smoke-').path;
 });
 
-afterAll(() => {
-  fs.rmSync(outDir, { recursive: true, force: true });
-});
+afterAll(cleanupAll);
 
 test('smoke: exact delivery under every load, and the three reports', async () => {
   const lines: string[] = [];

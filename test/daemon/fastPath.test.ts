@@ -3,17 +3,8 @@
  * write(2) that made it returns, and registrants that are threads leave `processes` when they
  * exit although the daemon subscribes to fork events only (their pidfds tell it).
  */
-import { spawn } from 'node:child_process';
-import fs from 'node:fs';
-import {
-  Child,
-  Daemon,
-  RELAY_SIGNAL,
-  TempDir,
-  compileFixture,
-  requireRootAndBuild,
-  spawnChild,
-} from './harness';
+import { TempDir, compileFixture, spawnChild, cleanupAll } from '../support';
+import { Daemon, RELAY_SIGNAL, requireRootAndBuild } from './harness';
 
 requireRootAndBuild();
 
@@ -21,50 +12,32 @@ let tmp: TempDir;
 let daemon: Daemon;
 let registerForkBin: string;
 let threadBin: string;
-const children: Child[] = [];
 
 beforeAll(async () => {
   tmp = new TempDir();
   [registerForkBin, threadBin] = await Promise.all([
     compileFixture('register_fork', tmp.path),
-    compileFixture('registered_thread', tmp.path, ['-pthread']),
+    compileFixture('registered_thread', tmp.path),
   ]);
   daemon = await Daemon.start(tmp.join('mnt'));
 });
 
-afterAll(async () => {
-  for (const c of children) await c.stop('SIGKILL');
-  if (daemon) await daemon.shutdown();
-  await tmp.cleanup();
-});
-
-function listed(): number[] {
-  return fs
-    .readFileSync(daemon.file('processes'), 'utf8')
-    .trim()
-    .split(' ')
-    .filter(Boolean)
-    .map(Number);
-}
+afterAll(cleanupAll);
 
 test('a fork made right after registering is relayed: the registration was in effect', async () => {
   // Each round registers, forks at once, waits for that fork's signal, unregisters.
   const c = spawnChild(registerForkBin, [daemon.file('processes'), '200', String(RELAY_SIGNAL)]);
-  children.push(c);
   const { code } = await c.exited;
   expect(c.output()).toContain('ok 200');
   expect(code).toBe(0);
-  expect(listed()).not.toContain(c.pid);
+  expect(daemon.listed()).not.toContain(c.pid);
 });
 
 test('a registered thread\u2019s exit is noticed without reading processes', async () => {
   // The daemon logs registrants that exit; no read of processes may do the pruning here. Seen
   // on its pidfd ('exited'), or, when a fork's signal reaches the dead thread first, by the
   // send's ESRCH ('no longer exists').
-  const c = new Child(
-    spawn(threadBin, [daemon.file('processes')], { stdio: ['pipe', 'pipe', 'pipe'] }),
-  );
-  children.push(c);
+  const c = spawnChild(threadBin, [daemon.file('processes')], { stdin: 'pipe' });
   const line = await c.waitForLine(/^tid \d+$/, 'stdout');
   const tid = Number(line.split(' ')[1]);
   c.proc.stdin?.write('exit\n');
@@ -74,7 +47,7 @@ test('a registered thread\u2019s exit is noticed without reading processes', asy
     'stderr',
   );
   expect(c.running).toBe(true);
-  expect(listed()).not.toContain(tid);
+  expect(daemon.listed()).not.toContain(tid);
   c.proc.stdin?.end();
   await c.exited;
 });
@@ -83,10 +56,7 @@ test('a registered main thread that exits first leaves once its whole process ha
   // A PIDFD_THREAD pidfd of a thread-group leader that exited while other threads run does not
   // poll readable (measured on Linux 6.18: the leader is a zombie, wait(2)-like semantics), as
   // the exit-event design also kept it (its re-checks found it alive); it goes with the process.
-  const c = new Child(
-    spawn(threadBin, [daemon.file('processes'), '--leader'], { stdio: ['pipe', 'pipe', 'pipe'] }),
-  );
-  children.push(c);
+  const c = spawnChild(threadBin, [daemon.file('processes'), '--leader'], { stdin: 'pipe' });
   const line = await c.waitForLine(/^tid \d+$/, 'stdout');
   const tid = Number(line.split(' ')[1]);
   expect(tid).toBe(c.pid);

@@ -11,17 +11,16 @@ import fs from 'node:fs';
 import {
   CLI,
   Child,
-  RELAY_SIGNAL,
   TempDir,
+  cleanupAll,
   compileFixture,
-  consumerArgs,
   isMounted,
   parseSignals,
-  requireRootAndBuild,
   runForker,
   spawnChild,
   waitFor,
-} from './harness';
+} from '../support';
+import { RELAY_SIGNAL, consumerArgs, requireRootAndBuild } from './harness';
 
 requireRootAndBuild();
 
@@ -29,36 +28,19 @@ let tmp: TempDir;
 let managerBin: string;
 let consumerBin: string;
 let forkerBin: string;
-const children: Child[] = [];
 
 beforeAll(async () => {
   tmp = new TempDir('relayfork-fdstore-');
   [managerBin, consumerBin, forkerBin] = await Promise.all([
     compileFixture('fd_store_manager', tmp.path),
-    compileFixture('rt_consumer', tmp.path, ['-pthread']),
+    compileFixture('rt_consumer', tmp.path),
     compileFixture('forker', tmp.path),
   ]);
 });
 
-afterAll(async () => {
-  // The daemons are the managers' children: end them by pid first (a failed test may have left
-  // one running, and it holds its manager's output pipes).
-  for (const c of children) {
-    if (!(c instanceof Manager)) continue;
-    for (const line of c.stdout) {
-      const pid = /^started (\d+)$/.exec(line)?.[1];
-      if (pid !== undefined && !c.stdout.includes(`exited ${pid}`)) {
-        try {
-          process.kill(Number(pid), 'SIGKILL');
-        } catch {
-          // Gone already.
-        }
-      }
-    }
-  }
-  for (const c of children) await c.stop('SIGKILL');
-  await tmp.cleanup();
-});
+// The managers run in process groups of their own, with their daemons: cleanup ends each group
+// whole, and removes the temp dir with whatever is still mounted in it.
+afterAll(cleanupAll);
 
 /** The manager and what it reports; commands go to its stdin. */
 class Manager extends Child {
@@ -75,8 +57,9 @@ class Manager extends Child {
       `${mountpoint}.state`,
       '--fd-store',
     ];
-    super(spawn(managerBin, argv, { stdio: ['pipe', 'pipe', 'pipe'] }));
-    children.push(this);
+    super(spawn(managerBin, argv, { stdio: ['pipe', 'pipe', 'pipe'], detached: true }), {
+      group: true,
+    });
   }
 
   /** Start the daemon (with the stored fd, if any); returns its pid once it is ready. */
@@ -132,16 +115,18 @@ test('kill -9 and a new start: the same mount throughout, no reader sees ENOTCON
   expect(device).toMatch(/^0:\d+$/);
 
   const consumer = spawnChild(consumerBin, consumerArgs(`${mp}/processes`));
-  children.push(consumer);
   await consumer.waitForLine(/^ready$/, 'stdout');
   expect(listed(mp)).toEqual([consumer.pid]);
 
   // A reader of the mount that records every failure, across the whole hand-over.
-  const reader = spawnChild('sh', [
-    '-c',
-    `while :; do if out=$(cat ${mp}/signal 2>&1); then echo "ok $out"; else echo "fail $out"; fi; sleep 0.02; done`,
-  ]);
-  children.push(reader);
+  const reader = spawnChild(
+    'sh',
+    [
+      '-c',
+      `while :; do if out=$(cat ${mp}/signal 2>&1); then echo "ok $out"; else echo "fail $out"; fi; sleep 0.02; done`,
+    ],
+    { group: true },
+  );
   await waitFor('the reader', () => reader.stdout.length > 5);
 
   process.kill(first, 'SIGKILL');

@@ -3,20 +3,11 @@
  * through the daemon's real mount with real syscalls: each write is one write(2) of exact bytes
  * (fs.writeSync makes exactly one call and returns its result), each read a real read(2).
  */
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
-import { once } from 'node:events';
-import readline from 'node:readline';
-import {
-  Daemon,
-  ROOT,
-  TempDir,
-  compileFixture,
-  execFileAsync,
-  requireRootAndBuild,
-} from './harness';
+import { TempDir, cleanupAll, compileFixture, execFileAsync, spawnChild } from '../support';
+import { Daemon, requireRootAndBuild } from './harness';
 
 requireRootAndBuild();
 
@@ -26,7 +17,6 @@ let strict: Daemon;
 let fsio: string;
 /** test/fixtures/ignore_rt: a threaded process that ignores every RT signal. */
 let ignoreRt: string;
-const sleepers: ChildProcess[] = [];
 
 /**
  * A live process of our own to register. It ignores the relay signal (an ignored signal stays
@@ -38,9 +28,9 @@ function sleeper(): number {
 }
 
 function spawnIgnoring40(argv: string[]): number {
-  const child = spawn('sh', ['-c', 'trap "" 40; exec "$@"', 'sh', ...argv], { stdio: 'ignore' });
-  sleepers.push(child);
-  if (child.pid === undefined) throw new Error(`${argv[0]} did not start`);
+  const child = spawnChild('sh', ['-c', 'trap "" 40; exec "$@"', 'sh', ...argv], {
+    output: 'ignore',
+  });
   // Wait (briefly, synchronously: the daemon is another process) until the exec happened, so
   // the trap is in place.
   const deadline = Date.now() + 5000;
@@ -54,27 +44,17 @@ beforeAll(async () => {
   tmp = new TempDir();
   // mkdtemp makes 0700 folders: let the non-root test reach the mounts.
   fs.chmodSync(tmp.path, 0o755);
-  fsio = tmp.join('fsio');
-  await execFileAsync('cc', [
-    '-O2',
-    '-Wall',
-    '-o',
-    fsio,
-    path.join(ROOT, 'test/fs/fixtures/fsio.c'),
+  [fsio, ignoreRt] = await Promise.all([
+    compileFixture('test/fs/fixtures/fsio.c', tmp.path),
+    compileFixture('ignore_rt', tmp.path),
   ]);
-  ignoreRt = await compileFixture('ignore_rt', tmp.path, ['-pthread']);
   [daemon, strict] = await Promise.all([
     Daemon.start(tmp.join('plain')),
     Daemon.start(tmp.join('strict'), ['--signal', '40', '--strict']),
   ]);
 });
 
-afterAll(async () => {
-  for (const s of sleepers) s.kill('SIGKILL');
-  await daemon?.shutdown();
-  await strict?.shutdown();
-  await tmp.cleanup();
-});
+afterAll(cleanupAll);
 
 /**
  * One write(2) of exactly these bytes, made by test/fs/fixtures/fsio.c (Node's fs.writeSync
@@ -180,11 +160,8 @@ describe('processes', () => {
   test('a thread id is a task: it registers', async () => {
     // The second thread of a process that ignores the relay signal: registered, it receives a
     // signal at every fork on the machine, which must not end it before the listing is read.
-    const child = spawn(ignoreRt, ['--thread'], { stdio: ['ignore', 'pipe', 'ignore'] });
-    sleepers.push(child);
-    const [line] = (await once(readline.createInterface({ input: child.stdout! }), 'line')) as [
-      string,
-    ];
+    const child = spawnChild(ignoreRt, ['--thread']);
+    const line = await child.waitForLine(/^ready \d+$/, 'stdout');
     const tid = Number(/^ready (\d+)$/.exec(line)?.[1]);
     expect(tid).not.toBe(child.pid);
     expect(fs.existsSync(`/proc/${child.pid}/task/${tid}`)).toBe(true);

@@ -6,10 +6,10 @@
  * from the README's table (independently of src/relay/patchRules.ts). A failure names the seed:
  * RELAYFORK_FUZZ_SEED=<seed> npx jest test/daemon/fuzz.test.ts replays it.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import readline from 'node:readline';
-import { Child, Daemon, TempDir, compileFixture, requireRootAndBuild, spawnChild } from './harness';
+import { Child, TempDir, cleanupAll, compileFixture, spawnChild, waitFor } from '../support';
+import { Daemon, requireRootAndBuild } from './harness';
 
 requireRootAndBuild();
 
@@ -23,9 +23,6 @@ const EINVAL = 22;
 
 let tmp: TempDir;
 let writerBin: string;
-const daemons: Daemon[] = [];
-const children: Child[] = [];
-const zombieParents: ChildProcess[] = [];
 let live: number[] = [];
 let zombies: number[] = [];
 let pidMax = 0;
@@ -35,42 +32,32 @@ beforeAll(async () => {
   let ignoreBin: string;
   [writerBin, ignoreBin] = await Promise.all([
     compileFixture('fuzz_writer', tmp.path),
-    compileFixture('ignore_rt', tmp.path, ['-pthread']),
+    compileFixture('ignore_rt', tmp.path),
   ]);
   pidMax = Number(fs.readFileSync('/proc/sys/kernel/pid_max', 'utf8'));
   // Registrants that survive whatever signal the fuzz sets.
   for (let i = 0; i < 5; i++) {
     const c = spawnChild(ignoreBin, []);
-    children.push(c);
     await c.waitForLine(/^ready$/, 'stdout');
     live.push(c.pid);
   }
   // Zombies: a shell's child that exited and is never reaped (the shell exec'd sleep). Their ids
   // cannot be reused while they exist, and a zombie cannot be registered.
   for (let i = 0; i < 3; i++) {
-    const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 1000'], {
-      stdio: ['ignore', 'pipe', 'ignore'],
-    });
-    zombieParents.push(parent);
-    const line = await new Promise<string>((resolve) =>
-      readline.createInterface({ input: parent.stdout! }).once('line', resolve),
+    const parent = spawnChild('sh', ['-c', 'sleep 0 & echo $!; exec sleep 1000']);
+    const pid = Number(await parent.waitForLine(/^\d+$/, 'stdout'));
+    await waitFor(
+      `pid ${pid} to become a zombie`,
+      () => fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1][0] === 'Z',
     );
-    const pid = Number(line);
-    for (let t = 0; fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1][0] !== 'Z'; t++) {
-      if (t > 500) throw new Error(`pid ${pid} did not become a zombie`);
-      await new Promise((r) => setTimeout(r, 10));
-    }
     zombies.push(pid);
   }
 });
 
 afterAll(async () => {
-  for (const d of daemons) await d.shutdown();
-  for (const c of children) await c.stop('SIGKILL');
-  for (const p of zombieParents) if (p.exitCode === null) p.kill('SIGKILL');
   live = [];
   zombies = [];
-  await tmp.cleanup();
+  await cleanupAll();
 });
 
 /** mulberry32: a small seeded generator, so a failure can be replayed from its seed. */
@@ -232,14 +219,9 @@ async function fuzz(strict: boolean, writes: number, seed: number): Promise<void
     '--no-state',
     ...(strict ? ['--strict'] : []),
   ]);
-  daemons.push(d);
   const writers: Writer[] = [];
   for (let i = 0; i < WRITERS; i++) {
-    const proc = spawn(writerBin, [d.file('processes'), d.file('signal')], {
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    const child = new Child(proc);
-    children.push(child);
+    const child = spawnChild(writerBin, [d.file('processes'), d.file('signal')], { stdin: 'pipe' });
     writers.push(new Writer(child));
   }
   const model = new Model(strict, new Set(live));

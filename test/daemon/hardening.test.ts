@@ -3,44 +3,22 @@
  * daemon a user runs: it must neither be taken over nor stopped, nor signal itself, nor let a
  * registrant forge log lines, and errors that are not the writer's fault say so.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import {
-  CLI,
-  Daemon,
-  TempDir,
-  isMounted,
-  requireRootAndBuild,
-  spawnChild,
-  waitFor,
-} from './harness';
+import { CLI, TempDir, cleanupAll, isMounted, spawnChild, waitFor } from '../support';
+import { Daemon, requireRootAndBuild } from './harness';
 
 requireRootAndBuild();
 
 let tmp: TempDir;
-const daemons: Daemon[] = [];
-const children: ChildProcess[] = [];
 
 beforeAll(() => {
   tmp = new TempDir();
 });
 
-afterAll(async () => {
-  for (const child of children) {
-    if (child.pid === undefined) continue;
-    try {
-      process.kill(-child.pid, 'SIGKILL');
-    } catch {
-      // the group is gone already
-    }
-  }
-  for (const d of daemons) await d.shutdown();
-  await tmp.cleanup();
-});
+afterAll(cleanupAll);
 
 async function startDaemon(name: string, args: string[] = ['--signal', '40'], prefix?: string[]) {
   const d = new Daemon(tmp.join(name), args, prefix);
-  daemons.push(d);
   await d.waitForLine(/ready: relaying forks/, 'stderr', 20000);
   return d;
 }
@@ -50,12 +28,12 @@ async function startDaemon(name: string, args: string[] = ['--signal', '40'], pr
  * returned once its comm is `comm`, i.e. once the trap is in place.
  */
 function ignoring40(script: string, comm: string): number {
-  // A process group of its own, ended whole in afterAll: a shell's background sleep would
+  // A process group of its own, ended whole in cleanup: a shell's background sleep would
   // outlive the shell.
-  const child = spawn('sh', ['-c', `trap "" 40; ${script}`], { stdio: 'ignore', detached: true });
-  children.push(child);
-  const pid = child.pid;
-  if (pid === undefined) throw new Error('sh did not start');
+  const { pid } = spawnChild('sh', ['-c', `trap "" 40; ${script}`], {
+    output: 'ignore',
+    group: true,
+  });
   const deadline = Date.now() + 5000;
   while (fs.readFileSync(`/proc/${pid}/comm`, 'latin1') !== `${comm}\n`) {
     if (Date.now() > deadline) throw new Error(`${script} did not start`);
@@ -224,10 +202,7 @@ test('SIGTERM during start-up ends it there: nothing is mounted afterwards, exit
     ]);
     await waitFor('the daemon to start', () => child.stderr.length > 0 || !child.running, 20000);
     await new Promise((r) => setTimeout(r, delayMs));
-    child.proc.kill('SIGTERM');
-    const timer = setTimeout(() => child.proc.kill('SIGKILL'), 20000);
-    const { code, signal } = await child.exited;
-    clearTimeout(timer);
+    const { code, signal } = await child.stop('SIGTERM', 20000);
     expect({ delayMs, code, signal }).toEqual({ delayMs, code: 0, signal: null });
     // Whatever start-up had reached, nothing of it outlives the daemon.
     await new Promise((r) => setTimeout(r, 200));

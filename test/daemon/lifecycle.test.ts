@@ -3,36 +3,26 @@
  * hit, each a single clear line and a non-zero exit.
  */
 import fs from 'node:fs';
-import { AS_NOBODY } from '../support/unprivileged';
 import {
+  AS_NOBODY,
   CLI,
-  Daemon,
   TempDir,
   execFileAsync,
   isMounted,
-  requireRootAndBuild,
   spawnChild,
-} from './harness';
+  cleanupAll,
+} from '../support';
+import { Daemon, requireRootAndBuild } from './harness';
 
 requireRootAndBuild();
 
 let tmp: TempDir;
-const started: Daemon[] = [];
 
 beforeAll(() => {
   tmp = new TempDir();
 });
 
-afterAll(async () => {
-  for (const d of started) await d.shutdown();
-  await tmp.cleanup();
-});
-
-async function startDaemon(mountpoint: string, args?: string[]): Promise<Daemon> {
-  const d = await Daemon.start(mountpoint, args);
-  started.push(d);
-  return d;
-}
+afterAll(cleanupAll);
 
 /** Runs the daemon expecting it to refuse to start; returns its exit code and stderr lines. */
 async function expectRefusal(
@@ -50,7 +40,6 @@ async function expectRefusal(
 test('logs ready only once the mount is live, and SIGTERM unmounts and exits 0', async () => {
   const mp = tmp.join('lifecycle');
   const d = new Daemon(mp, ['--signal', '40']);
-  started.push(d);
   await d.waitForLine(/ready: relaying forks/, 'stderr', 20000);
   // "ready" was printed: the mount must already be there, with exactly the two files.
   expect(isMounted(mp)).toBe(true);
@@ -64,7 +53,7 @@ test('logs ready only once the mount is live, and SIGTERM unmounts and exits 0',
 
 test('SIGINT (Ctrl-C) also unmounts and exits 0', async () => {
   const mp = tmp.join('sigint');
-  const d = await startDaemon(mp);
+  const d = await Daemon.start(mp);
   const { code } = await d.stop('SIGINT');
   expect(code).toBe(0);
   expect(isMounted(mp)).toBe(false);
@@ -72,7 +61,7 @@ test('SIGINT (Ctrl-C) also unmounts and exits 0', async () => {
 
 test('warns about signal 33, the patch default that glibc reserves', async () => {
   const mp = tmp.join('sig33');
-  const d = await startDaemon(mp, []);
+  const d = await Daemon.start(mp, []);
   expect(fs.readFileSync(d.file('signal'), 'utf8')).toBe('33\n');
   expect(d.stderr.some((l) => /warn/.test(l) && /33/.test(l) && /glibc/.test(l))).toBe(true);
   await d.shutdown();
@@ -80,12 +69,12 @@ test('warns about signal 33, the patch default that glibc reserves', async () =>
 
 test('a stale mount left by a killed daemon is cleared at start', async () => {
   const mp = tmp.join('stale');
-  const first = await startDaemon(mp);
+  const first = await Daemon.start(mp);
   await first.stop('SIGKILL');
   expect(isMounted(mp)).toBe(true);
   await expect(fs.promises.stat(mp)).rejects.toMatchObject({ code: 'ENOTCONN' });
 
-  const second = await startDaemon(mp);
+  const second = await Daemon.start(mp);
   expect(second.stderr.some((l) => /stale/i.test(l))).toBe(true);
   expect(fs.readFileSync(second.file('signal'), 'utf8')).toBe('40\n');
   await second.shutdown();
@@ -129,7 +118,7 @@ describe('refuses to start with one clear line', () => {
 
   test('when another relayfork already serves the mountpoint', async () => {
     const mp = tmp.join('twice');
-    const d = await startDaemon(mp);
+    const d = await Daemon.start(mp);
     const { code, errors } = await expectRefusal(['--mountpoint', mp, '--signal', '40']);
     expect(code).not.toBe(0);
     expect(errors).toHaveLength(1);
@@ -166,7 +155,7 @@ describe('refuses to start with one clear line', () => {
 });
 
 test('--log-format journal: every line carries its sd-daemon priority, no timestamp', async () => {
-  const d = await startDaemon(tmp.join('journal'), ['--signal', '40', '--log-format', 'journal']);
+  const d = await Daemon.start(tmp.join('journal'), ['--signal', '40', '--log-format', 'journal']);
   await d.waitForLine(/^<6>ready: /, 'stderr');
   const { code } = await d.stop('SIGTERM');
   expect(code).toBe(0);

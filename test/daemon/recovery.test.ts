@@ -5,25 +5,14 @@
  * every surviving child, each exactly once.
  */
 import fs from 'node:fs';
-import {
-  Child,
-  Daemon,
-  RELAY_SIGNAL,
-  TempDir,
-  compileFixture,
-  consumerArgs,
-  parseSignals,
-  requireRootAndBuild,
-  spawnChild,
-  waitFor,
-} from './harness';
+import { TempDir, compileFixture, parseSignals, spawnChild, waitFor, cleanupAll } from '../support';
+import { Daemon, RELAY_SIGNAL, consumerArgs, requireRootAndBuild } from './harness';
 
 requireRootAndBuild();
 
 let tmp: TempDir;
-const children: Child[] = [];
 let daemon: Daemon | undefined;
-/** The forker's sleepers: orphans once the forker is gone, ended here by pid. */
+/** The forker's sleepers, in its process group: cleanup ends them with it. */
 let sleepers: number[] = [];
 
 beforeAll(() => {
@@ -32,16 +21,7 @@ beforeAll(() => {
 
 afterAll(async () => {
   if (daemon?.running) process.kill(daemon.pid, 'SIGCONT');
-  for (const pid of sleepers) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-  for (const c of children) await c.stop('SIGKILL');
-  if (daemon) await daemon.shutdown();
-  await tmp.cleanup();
+  await cleanupAll();
 });
 
 function readStat(name: string): number {
@@ -54,8 +34,8 @@ function readStat(name: string): number {
 
 test('every surviving child of a forker whose forks were lost is relayed late, once', async () => {
   const [consumerBin, threadsBin] = await Promise.all([
-    compileFixture('rt_consumer', tmp.path, ['-pthread']),
-    compileFixture('threads', tmp.path, ['-pthread']),
+    compileFixture('rt_consumer', tmp.path),
+    compileFixture('threads', tmp.path),
   ]);
   const d = await Daemon.start(tmp.join('mnt'), [
     '--signal',
@@ -65,7 +45,6 @@ test('every surviving child of a forker whose forks were lost is relayed late, o
   ]);
   daemon = d;
   const consumer = spawnChild(consumerBin, consumerArgs(d.file('processes')));
-  children.push(consumer);
   await consumer.waitForLine(/^ready$/, 'stdout').catch((err: Error) => {
     throw new Error(`${err.message}\ndaemon:\n${d.output()}`);
   });
@@ -74,14 +53,13 @@ test('every surviving child of a forker whose forks were lost is relayed late, o
   try {
     // 3,000 threads: 6,000 events against a buffer that holds about 160.
     const storm = spawnChild(threadsBin, ['3000', 'quiet']);
-    children.push(storm);
     await storm.exited;
     // The known forker: a shell that starts 20 sleepers (ignoring the relay signal) and waits.
-    const forker = spawnChild('sh', [
-      '-c',
-      'trap "" 40; for i in $(seq 20); do sleep 1000 >/dev/null & echo $!; done; wait',
-    ]);
-    children.push(forker);
+    const forker = spawnChild(
+      'sh',
+      ['-c', 'trap "" 40; for i in $(seq 20); do sleep 1000 >/dev/null & echo $!; done; wait'],
+      { group: true },
+    );
     await waitFor('the 20 sleepers', () => (forker.stdout.length >= 20 ? true : undefined));
     sleepers = forker.stdout.slice(0, 20).map(Number);
     process.kill(d.pid, 'SIGCONT');

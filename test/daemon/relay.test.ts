@@ -5,19 +5,16 @@
 import fs from 'node:fs';
 import {
   Child,
-  Daemon,
-  RELAY_SIGNAL,
-  SI_ASYNCIO,
   TempDir,
   compileFixture,
-  consumerArgs,
   execFileAsync,
   parseSignals,
-  requireRootAndBuild,
-  runForker,
   spawnChild,
   waitFor,
-} from './harness';
+  cleanupAll,
+  runForker,
+} from '../support';
+import { Daemon, RELAY_SIGNAL, SI_ASYNCIO, consumerArgs, requireRootAndBuild } from './harness';
 
 requireRootAndBuild();
 
@@ -26,46 +23,31 @@ let daemon: Daemon;
 let registrantBin: string;
 let forkerBin: string;
 let threadsBin: string;
-const children: Child[] = [];
 
 beforeAll(async () => {
   tmp = new TempDir();
   [registrantBin, forkerBin, threadsBin] = await Promise.all([
-    compileFixture('rt_consumer', tmp.path, ['-pthread']),
+    compileFixture('rt_consumer', tmp.path),
     compileFixture('forker', tmp.path),
-    compileFixture('threads', tmp.path, ['-pthread']),
+    compileFixture('threads', tmp.path),
   ]);
   daemon = await Daemon.start(tmp.join('mnt'));
 });
 
-afterAll(async () => {
-  for (const c of children) await c.stop('SIGKILL');
-  if (daemon) await daemon.shutdown();
-  await tmp.cleanup();
-});
-
-function listed(): number[] {
-  return fs
-    .readFileSync(daemon.file('processes'), 'utf8')
-    .trim()
-    .split(' ')
-    .filter(Boolean)
-    .map(Number);
-}
+afterAll(cleanupAll);
 
 async function startRegistrant(register = true): Promise<Child> {
   const c = spawnChild(
     registrantBin,
     consumerArgs(register ? daemon.file('processes') : undefined),
   );
-  children.push(c);
   await c.waitForLine(/^ready$/, 'stdout');
   return c;
 }
 
 test('every fork of a known tree reaches the registrant once, as the patch built it', async () => {
   const reg = await startRegistrant();
-  expect(listed()).toContain(reg.pid);
+  expect(daemon.listed()).toContain(reg.pid);
 
   const forks = await runForker(forkerBin, 5, 4);
   expect(forks).toHaveLength(9);
@@ -90,7 +72,7 @@ test('every fork of a known tree reaches the registrant once, as the patch built
 test('unregistering stops the signals; a registrant that exits disappears from processes', async () => {
   const reg = await startRegistrant();
   fs.writeFileSync(daemon.file('processes'), `-${reg.pid}`);
-  expect(listed()).not.toContain(reg.pid);
+  expect(daemon.listed()).not.toContain(reg.pid);
 
   const forks = await runForker(forkerBin, 3, 0);
   const parent = forks[0][0];
@@ -99,9 +81,12 @@ test('unregistering stops the signals; a registrant that exits disappears from p
 
   // Registered again, then it exits: the daemon removes it on its own.
   fs.writeFileSync(daemon.file('processes'), `${reg.pid}`);
-  expect(listed()).toContain(reg.pid);
+  expect(daemon.listed()).toContain(reg.pid);
   await reg.stop();
-  await waitFor('the exited registrant to leave processes', () => !listed().includes(reg.pid));
+  await waitFor(
+    'the exited registrant to leave processes',
+    () => !daemon.listed().includes(reg.pid),
+  );
 });
 
 test('a new process that gets a dead registrant\u2019s pid receives nothing and is not listed', async () => {
@@ -115,7 +100,6 @@ test('a new process that gets a dead registrant\u2019s pid receives nothing and 
   for (let attempt = 0; attempt < 50 && !second; attempt++) {
     fs.writeFileSync('/proc/sys/kernel/ns_last_pid', String(pid - 1));
     const c = spawnChild(registrantBin, consumerArgs());
-    children.push(c);
     await c.waitForLine(/^ready/, 'stdout');
     if (c.pid === pid) second = c;
     else await c.stop();
@@ -124,7 +108,7 @@ test('a new process that gets a dead registrant\u2019s pid receives nothing and 
 
   const forks = await runForker(forkerBin, 3, 1);
   await new Promise((r) => setTimeout(r, 300));
-  expect(listed()).not.toContain(pid);
+  expect(daemon.listed()).not.toContain(pid);
   const parents = new Set(forks.map(([p]) => p));
   expect(parseSignals(second.stdout).filter((s) => parents.has(s.pid))).toEqual([]);
   await second.stop();
@@ -165,7 +149,6 @@ test('--processes-only relays new processes but not new threads', async () => {
   ]);
   try {
     const reg = spawnChild(registrantBin, consumerArgs(only.file('processes')));
-    children.push(reg);
     await reg.waitForLine(/^ready/, 'stdout');
     const { tids } = await runThreads(10);
     const forks = await runForker(forkerBin, 2, 0);
@@ -186,7 +169,6 @@ test('--processes-only relays new processes but not new threads', async () => {
 test('the files answer while a thread storm runs (liveness: within seconds)', async () => {
   const reg = await startRegistrant();
   const storm = spawnChild(threadsBin, ['100000', 'quiet']);
-  children.push(storm);
   const worst = { ms: 0 };
   let reads = 0;
   while (storm.running) {

@@ -5,73 +5,53 @@
  */
 import fs from 'node:fs';
 import {
-  Child,
-  Daemon,
-  RELAY_SIGNAL,
   TempDir,
   compileFixture,
-  consumerArgs,
   isMounted,
   parseSignals,
-  requireRootAndBuild,
-  runForker,
   spawnChild,
   waitFor,
-} from './harness';
+  cleanupAll,
+  runForker,
+} from '../support';
+import { Daemon, RELAY_SIGNAL, consumerArgs, requireRootAndBuild } from './harness';
 
 requireRootAndBuild();
 
 let tmp: TempDir;
 let consumerBin: string;
 let forkerBin: string;
-const daemons: Daemon[] = [];
-const children: Child[] = [];
 
 beforeAll(async () => {
   tmp = new TempDir();
   [consumerBin, forkerBin] = await Promise.all([
-    compileFixture('rt_consumer', tmp.path, ['-pthread']),
+    compileFixture('rt_consumer', tmp.path),
     compileFixture('forker', tmp.path),
   ]);
 });
 
-afterAll(async () => {
-  for (const c of children) await c.stop('SIGKILL');
-  for (const d of daemons) await d.shutdown();
-  await tmp.cleanup();
-});
-
-async function start(mountpoint: string, args: string[]): Promise<Daemon> {
-  const d = await Daemon.start(mountpoint, args);
-  daemons.push(d);
-  return d;
-}
-
-function listed(d: Daemon): number[] {
-  return fs.readFileSync(d.file('processes'), 'utf8').trim().split(' ').filter(Boolean).map(Number);
-}
+afterAll(cleanupAll);
 
 test('kill -9, then a new daemon: registrations and signal are back and forks flow again', async () => {
   const mp = tmp.join('crash');
   const state = tmp.join('crash.state');
   const args = ['--signal', '34', '--state', state];
-  const first = await start(mp, args);
+  const first = await Daemon.start(mp, args);
   fs.writeFileSync(first.file('signal'), String(RELAY_SIGNAL));
   const consumer = spawnChild(consumerBin, consumerArgs(first.file('processes')));
-  children.push(consumer);
   await consumer.waitForLine(/^ready$/, 'stdout');
-  expect(listed(first)).toEqual([consumer.pid]);
+  expect(first.listed()).toEqual([consumer.pid]);
 
   first.proc.kill('SIGKILL');
   await first.exited;
   expect(isMounted(mp)).toBe(true); // stale: nobody serves it
 
-  const second = await start(mp, args);
+  const second = await Daemon.start(mp, args);
   await second.waitForLine(
     new RegExp(`restored from .*: 1 registrants \\(${consumer.pid}\\)`),
     'stderr',
   );
-  expect(listed(second)).toEqual([consumer.pid]);
+  expect(second.listed()).toEqual([consumer.pid]);
   expect(fs.readFileSync(second.file('signal'), 'utf8')).toBe(`${RELAY_SIGNAL}\n`);
 
   const before = parseSignals(consumer.stdout).length;
@@ -84,16 +64,15 @@ test('kill -9, then a new daemon: registrations and signal are back and forks fl
 
   // A clean restart (systemctl restart) keeps them too.
   await second.stop('SIGTERM');
-  const third = await start(mp, args);
-  expect(listed(third)).toEqual([consumer.pid]);
+  const third = await Daemon.start(mp, args);
+  expect(third.listed()).toEqual([consumer.pid]);
 });
 
 test('a stored id that now names another task is dropped: the stranger gets nothing', async () => {
   const mp = tmp.join('stranger');
   const state = tmp.join('stranger.state');
-  const d = await start(mp, ['--signal', String(RELAY_SIGNAL), '--state', state]);
+  const d = await Daemon.start(mp, ['--signal', String(RELAY_SIGNAL), '--state', state]);
   const consumer = spawnChild(consumerBin, consumerArgs(d.file('processes')));
-  children.push(consumer);
   await consumer.waitForLine(/^ready$/, 'stdout');
   await d.stop('SIGTERM');
   // Forge what a reused id looks like: the same id, another task's start time.
@@ -104,12 +83,12 @@ test('a stored id that now names another task is dropped: the stranger gets noth
   saved.registrants[0].startTime -= 1;
   fs.writeFileSync(state, JSON.stringify(saved));
 
-  const next = await start(mp, ['--signal', String(RELAY_SIGNAL), '--state', state]);
+  const next = await Daemon.start(mp, ['--signal', String(RELAY_SIGNAL), '--state', state]);
   await next.waitForLine(
     new RegExp(`dropped ${consumer.pid} \\(id now names another task\\)`),
     'stderr',
   );
-  expect(listed(next)).toEqual([]);
+  expect(next.listed()).toEqual([]);
   const before = consumer.stdout.length;
   await runForker(forkerBin, 2, 1);
   await new Promise((r) => setTimeout(r, 300));
@@ -120,9 +99,9 @@ test('a corrupt state file is logged and ignored, then replaced', async () => {
   const mp = tmp.join('corrupt');
   const state = tmp.join('corrupt.state');
   fs.writeFileSync(state, '\u0000garbage{');
-  const d = await start(mp, ['--signal', String(RELAY_SIGNAL), '--state', state]);
+  const d = await Daemon.start(mp, ['--signal', String(RELAY_SIGNAL), '--state', state]);
   await d.waitForLine(/ignoring the state file .*: not JSON/, 'stderr');
-  expect(listed(d)).toEqual([]);
+  expect(d.listed()).toEqual([]);
   expect(JSON.parse(fs.readFileSync(state, 'utf8'))).toMatchObject({
     format: 'relayfork-state/1',
     registrants: [],

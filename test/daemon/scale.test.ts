@@ -5,20 +5,18 @@
  * `processes` answer, the systemd watchdog keeps pinging and SIGTERM ends the daemon, each
  * within seconds (liveness bounds; the benchmark reports the figures).
  */
-import { spawn } from 'node:child_process';
 import { NotifyListener } from '../deploy/notifyListener';
 import {
-  CLI,
   Child,
-  RELAY_SIGNAL,
   TempDir,
+  cleanupAll,
   compileFixture,
   execFileAsync,
   isMounted,
-  requireRootAndBuild,
   spawnChild,
   waitFor,
-} from './harness';
+} from '../support';
+import { Daemon, RELAY_SIGNAL, requireRootAndBuild } from './harness';
 
 requireRootAndBuild();
 
@@ -34,7 +32,7 @@ const SIGTERM_BOUND_S = 20;
 
 let tmp: TempDir;
 let listener: NotifyListener | undefined;
-let daemon: Child | undefined;
+let daemon: Daemon | undefined;
 let sleepers: Child | undefined;
 let storm: Child | undefined;
 let mountpoint: string;
@@ -50,43 +48,28 @@ afterAll(async () => {
     sleepers.proc.stdin?.end();
     await sleepers.stop('SIGTERM', 20000);
   }
-  await daemon?.stop('SIGKILL');
-  if (isMounted(mountpoint)) await execFileAsync('umount', ['-l', mountpoint]).catch(() => {});
   listener?.close();
-  await tmp.cleanup();
+  await cleanupAll();
 });
 
 test(`with ${REGISTRANTS} registrants whose queues are full, a ${THREADS}-thread storm leaves reads, the watchdog and SIGTERM answering`, async () => {
   const [sleepersBin, threadsBin] = await Promise.all([
     compileFixture('sleepers', tmp.path),
-    compileFixture('threads', tmp.path, ['-pthread']),
+    compileFixture('threads', tmp.path),
   ]);
   listener = new NotifyListener(tmp.join('notify.sock'));
-  daemon = new Child(
-    spawn(
-      process.execPath,
-      [CLI, '--mountpoint', mountpoint, '--no-state', '--signal', String(RELAY_SIGNAL)],
-      {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: {
-          ...process.env,
-          NOTIFY_SOCKET: tmp.join('notify.sock'),
-          WATCHDOG_USEC: String(WATCHDOG_INTERVAL_S * 1_000_000),
-        },
-      },
-    ),
-  );
-  await listener.waitFor('READY', 30000);
+  daemon = new Daemon(mountpoint, ['--no-state', '--signal', String(RELAY_SIGNAL)], [], {
+    ...process.env,
+    NOTIFY_SOCKET: tmp.join('notify.sock'),
+    WATCHDOG_USEC: String(WATCHDOG_INTERVAL_S * 1_000_000),
+  });
+  await listener.waitForMessages('READY', 1, 30000);
   const processes = `${mountpoint}/processes`;
 
-  sleepers = new Child(
-    spawn(
-      sleepersBin,
-      [processes, String(REGISTRANTS), String(SLEEPER_UID), String(RELAY_SIGNAL)],
-      {
-        stdio: ['pipe', 'pipe', 'pipe'],
-      },
-    ),
+  sleepers = spawnChild(
+    sleepersBin,
+    [processes, String(REGISTRANTS), String(SLEEPER_UID), String(RELAY_SIGNAL)],
+    { stdin: 'pipe' },
   );
   await sleepers.waitForLine(new RegExp(`^ready ${REGISTRANTS}$`), 'stdout', 120000);
   // Every one is listed (only the first ~600 fit the patch's 4095-byte page: count the log).

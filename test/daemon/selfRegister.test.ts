@@ -3,21 +3,17 @@
  * else; `signal` stays root's; without the option the patch's rule (root only) holds.
  */
 import fs from 'node:fs';
-import path from 'node:path';
 import {
-  Child,
-  Daemon,
-  ROOT,
   TempDir,
   compileFixture,
-  consumerArgs,
   execFileAsync,
   parseSignals,
-  requireRootAndBuild,
-  runForker,
   spawnChild,
   waitFor,
-} from './harness';
+  cleanupAll,
+  runForker,
+} from '../support';
+import { Daemon, consumerArgs, requireRootAndBuild } from './harness';
 
 requireRootAndBuild();
 
@@ -26,26 +22,19 @@ let consumerBin: string;
 let forkerBin: string;
 /** test/fs/fixtures/fsio: one write(2) per argument, printing its return or -errno. */
 let fsio: string;
-const daemons: Daemon[] = [];
-const children: Child[] = [];
 
 beforeAll(async () => {
   tmp = new TempDir();
   // mkdtemp makes 0700 folders: nobody must reach the binaries and the mounts.
   fs.chmodSync(tmp.path, 0o755);
-  fsio = tmp.join('fsio');
-  [consumerBin, forkerBin] = await Promise.all([
-    compileFixture('rt_consumer', tmp.path, ['-pthread']),
+  [consumerBin, forkerBin, fsio] = await Promise.all([
+    compileFixture('rt_consumer', tmp.path),
     compileFixture('forker', tmp.path),
-    execFileAsync('cc', ['-O2', '-o', fsio, path.join(ROOT, 'test/fs/fixtures/fsio.c')]),
+    compileFixture('test/fs/fixtures/fsio.c', tmp.path),
   ]);
 });
 
-afterAll(async () => {
-  for (const c of children) await c.stop('SIGKILL');
-  for (const d of daemons) await d.shutdown();
-  await tmp.cleanup();
-});
+afterAll(cleanupAll);
 
 /** One write(2) of `text` to `file` as nobody: its return value, or -errno (-13: EACCES). */
 async function writeAsNobody(file: string, text: string): Promise<number> {
@@ -65,13 +54,8 @@ async function asNobody(script: string): Promise<{ code: number; stderr: string 
   }
 }
 
-function listed(d: Daemon): number[] {
-  return fs.readFileSync(d.file('processes'), 'utf8').trim().split(' ').filter(Boolean).map(Number);
-}
-
 test('a user registers its own process, receives forks, unregisters; nothing more', async () => {
   const d = await Daemon.start(tmp.join('self'), ['--signal', '40', '--allow-self-register']);
-  daemons.push(d);
   expect(fs.statSync(d.file('processes')).mode & 0o777).toBe(0o666);
   expect(fs.statSync(d.file('signal')).mode & 0o777).toBe(0o644);
 
@@ -86,10 +70,9 @@ test('a user registers its own process, receives forks, unregisters; nothing mor
     consumerBin,
     ...consumerArgs(d.file('processes')),
   ]);
-  children.push(consumer);
   await consumer.waitForLine(/^ready$/, 'stdout');
   const pid = await waitFor('the consumer as nobody', () => {
-    const ids = listed(d);
+    const ids = d.listed();
     return ids.length === 1 ? ids[0] : undefined;
   });
   expect(pid).toBe(consumer.pid);
@@ -115,31 +98,29 @@ test('a user registers its own process, receives forks, unregisters; nothing mor
   expect(await writeAsNobody(d.file('processes'), `-${pid}\n`)).toBe(EACCES);
   // signal stays 0644: the kernel refuses the open itself.
   expect((await asNobody(`echo 41 > ${d.file('signal')}`)).stderr).toMatch(/Permission denied/);
-  expect(listed(d)).toEqual([pid]);
+  expect(d.listed()).toEqual([pid]);
   expect(fs.readFileSync(d.file('signal'), 'utf8')).toBe('40\n');
 
   // Root still may.
   fs.writeFileSync(d.file('processes'), `-${pid}`);
-  expect(listed(d)).toEqual([]);
+  expect(d.listed()).toEqual([]);
 });
 
 test('a user unregisters its own registration (a shell that registered itself)', async () => {
   const d = await Daemon.start(tmp.join('shell'), ['--signal', '40', '--allow-self-register']);
-  daemons.push(d);
   const f = d.file('processes');
   const run = await asNobody(
     `trap "" 40; echo $$ > ${f} && cat ${f} && echo -$$ > ${f} && cat ${f}`,
   );
   expect(run.code).toBe(0);
-  expect(listed(d)).toEqual([]);
+  expect(d.listed()).toEqual([]);
 });
 
 test('without the option, a user cannot write processes at all', async () => {
   const d = await Daemon.start(tmp.join('off'), ['--signal', '40']);
-  daemons.push(d);
   expect(fs.statSync(d.file('processes')).mode & 0o777).toBe(0o644);
   // The kernel refuses the open itself (mode 0644, default_permissions).
   const run = await asNobody(`trap "" 40; echo $$ > ${d.file('processes')}`);
   expect(run.stderr).toMatch(/Permission denied/);
-  expect(listed(d)).toEqual([]);
+  expect(d.listed()).toEqual([]);
 });

@@ -5,33 +5,25 @@
 import fs from 'node:fs';
 import { STATS_NAMES } from '../../src/relay/stats';
 import {
-  Child,
-  Daemon,
   TempDir,
   compileFixture,
-  consumerArgs,
   parseSignals,
-  requireRootAndBuild,
-  runForker,
   spawnChild,
   waitFor,
-} from './harness';
+  cleanupAll,
+  runForker,
+} from '../support';
+import { Daemon, consumerArgs, requireRootAndBuild } from './harness';
 
 requireRootAndBuild();
 
 let tmp: TempDir;
-let daemon: Daemon | undefined;
-const children: Child[] = [];
 
 beforeAll(() => {
   tmp = new TempDir();
 });
 
-afterAll(async () => {
-  for (const c of children) await c.stop('SIGKILL');
-  if (daemon) await daemon.shutdown();
-  await tmp.cleanup();
-});
+afterAll(cleanupAll);
 
 function readStats(mountpoint: string): Map<string, number> {
   const stats = new Map<string, number>();
@@ -46,11 +38,10 @@ function readStats(mountpoint: string): Map<string, number> {
 
 test('stats counts what happened, per daemon and per registrant', async () => {
   const [consumerBin, forkerBin] = await Promise.all([
-    compileFixture('rt_consumer', tmp.path, ['-pthread']),
+    compileFixture('rt_consumer', tmp.path),
     compileFixture('forker', tmp.path),
   ]);
   const d = await Daemon.start(tmp.join('mnt'));
-  daemon = d;
   expect(fs.readdirSync(d.mountpoint).sort()).toEqual(['processes', 'signal', 'stats']);
   expect(fs.statSync(`${d.mountpoint}/stats`).mode & 0o777).toBe(0o444);
 
@@ -59,7 +50,6 @@ test('stats counts what happened, per daemon and per registrant', async () => {
   expect(initial.get('registrants')).toBe(0);
 
   const consumer = spawnChild(consumerBin, consumerArgs(d.file('processes')));
-  children.push(consumer);
   await consumer.waitForLine(/^ready$/, 'stdout');
   const forks = await runForker(forkerBin, 4, 2);
   await waitFor('the forks to arrive', () =>

@@ -3,25 +3,24 @@
  * worker's thread stopped (ptrace stops that one thread; the rest of the daemon runs on, its
  * files answer), the pings stop and the log says why; once the thread runs again they resume.
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { NotifyListener } from '../deploy/notifyListener';
 import {
-  CLI,
   Child,
   TempDir,
+  cleanupAll,
   compileFixture,
   isMounted,
-  requireRootAndBuild,
   spawnChild,
   waitFor,
-} from './harness';
+} from '../support';
+import { Daemon, requireRootAndBuild } from './harness';
 
 requireRootAndBuild();
 
 let tmp: TempDir;
 let listener: NotifyListener | undefined;
-let daemon: Child | undefined;
+let daemon: Daemon | undefined;
 let stall: Child | undefined;
 
 beforeAll(() => {
@@ -30,9 +29,8 @@ beforeAll(() => {
 
 afterAll(async () => {
   if (stall) await stall.stop('SIGKILL'); // ptrace detaches when the tracer dies
-  if (daemon) await daemon.stop('SIGTERM');
   listener?.close();
-  await tmp.cleanup();
+  await cleanupAll();
 });
 
 /** The longest gap between WATCHDOG=1 pings from `since` until now (ms). */
@@ -51,17 +49,12 @@ test('a stalled receive worker stops the pings; they come back when it runs agai
   const stallBin = await compileFixture('stall_thread', tmp.path);
   listener = new NotifyListener(tmp.join('notify.sock'));
   const mountpoint = tmp.join('mnt');
-  daemon = new Child(
-    spawn(
-      process.execPath,
-      [CLI, '--mountpoint', mountpoint, '--no-state', '--signal', '40', '--log-level', 'debug'],
-      {
-        stdio: ['ignore', 'pipe', 'pipe'],
-        env: { ...process.env, NOTIFY_SOCKET: listener.address, WATCHDOG_USEC: '2000000' },
-      },
-    ),
-  );
-  await listener.waitFor('READY', 30000);
+  daemon = new Daemon(mountpoint, ['--no-state', '--signal', '40', '--log-level', 'debug'], [], {
+    ...process.env,
+    NOTIFY_SOCKET: listener.address,
+    WATCHDOG_USEC: '2000000',
+  });
+  await listener.waitForMessages('READY', 1, 30000);
   const tid = Number(
     /thread (\d+)/.exec(
       await daemon.waitForLine(/the receive worker is thread \d+/, 'stderr'),
@@ -69,7 +62,7 @@ test('a stalled receive worker stops the pings; they come back when it runs agai
   );
   expect(fs.existsSync(`/proc/${daemon.pid}/task/${tid}`)).toBe(true);
   // Healthy: a ping every second (half of WatchdogSec=2s).
-  await listener.waitFor('WATCHDOG', 10000, 3);
+  await listener.waitForMessages('WATCHDOG', 3, 10000);
 
   stall = spawnChild(stallBin, [String(tid), '8']);
   await stall.waitForLine(/^stopped$/, 'stdout');

@@ -6,14 +6,14 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { CLI, Child, TempDir, isMounted, requireRootAndBuild, spawnChild } from '../daemon/harness';
+import { Child, TempDir, cleanupAll, isMounted, spawnChild, sleep, waitFor } from '../support';
+import { Daemon, requireRootAndBuild } from '../daemon/harness';
 import { NotifyListener } from './notifyListener';
 
 requireRootAndBuild();
 
 let tmp: TempDir;
 let listener: NotifyListener;
-let daemon: Child | undefined;
 let sleeper: Child | undefined;
 const mountpoint = () => tmp.join('mnt');
 
@@ -22,13 +22,9 @@ beforeAll(() => {
 });
 
 afterAll(async () => {
-  await daemon?.stop('SIGTERM');
-  await sleeper?.stop('SIGKILL');
+  await cleanupAll();
   listener?.close();
-  await tmp.cleanup();
 });
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 test('READY=1 after the mount, readable STATUS=, WATCHDOG=1 pings, STOPPING=1 on SIGTERM', async () => {
   listener = new NotifyListener(tmp.join('notify.sock'));
@@ -40,35 +36,32 @@ test('READY=1 after the mount, readable STATUS=, WATCHDOG=1 pings, STOPPING=1 on
 
   // WatchdogSec=2s: systemd would kill a service silent for 2 s; it should ping every second.
   const watchdogMs = 2000;
-  daemon = spawnChild(
-    process.execPath,
-    [CLI, '--mountpoint', mountpoint(), '--no-state', '--signal', '40'],
-    {
-      ...process.env,
-      NOTIFY_SOCKET: listener.address,
-      WATCHDOG_USEC: String(watchdogMs * 1000),
-    },
-  );
-  const [ready] = await listener.waitFor('READY', 30000);
+  const daemon = new Daemon(mountpoint(), ['--no-state', '--signal', '40'], [], {
+    ...process.env,
+    NOTIFY_SOCKET: listener.address,
+    WATCHDOG_USEC: String(watchdogMs * 1000),
+  });
+  const [ready] = await listener.waitForMessages('READY', 1, 30000);
   expect(mountedAtReady).toEqual([true]);
   expect(daemon.stderr.some((line) => /ready: relaying forks/.test(line))).toBe(true);
   // The STATUS= sent with READY=1 already says what the daemon is doing.
   expect(ready.fields.get('STATUS')).toMatch(/registrant/);
 
   // A registrant, then the periodic STATUS= must count it.
-  sleeper = spawnChild('sleep', ['600']);
+  // It ignores the relay signal (an ignored signal stays ignored across exec): signal 40's
+  // default action would end it at the next fork on the machine, and with it the count.
+  sleeper = spawnChild('sh', ['-c', 'trap "" 40; exec sleep 600']);
+  const { pid } = sleeper;
+  await waitFor("the trap to be in place (sh exec'd sleep)", () =>
+    fs.readFileSync(`/proc/${pid}/comm`, 'latin1').startsWith('sleep'),
+  );
   fs.writeFileSync(path.join(mountpoint(), 'processes'), `${sleeper.pid}\n`);
-  const deadline = Date.now() + 15000;
-  while (
-    !listener.with('STATUS').some((m) => /\b1 registrant/.test(m.fields.get('STATUS') ?? ''))
-  ) {
-    if (Date.now() > deadline) {
-      throw new Error(
-        `no STATUS= counting 1 registrant: ${JSON.stringify(listener.with('STATUS').map((m) => m.text))}`,
-      );
-    }
-    await sleep(100);
-  }
+  await waitFor(
+    () =>
+      `a STATUS= counting 1 registrant: ${JSON.stringify(listener.with('STATUS').map((m) => m.text))}`,
+    () => listener.with('STATUS').some((m) => /\b1 registrant/.test(m.fields.get('STATUS') ?? '')),
+    15000,
+  );
   for (const m of listener.with('STATUS')) {
     // One line of printable text, as `systemctl status` shows it.
     expect(m.fields.get('STATUS')).toMatch(/^[\x20-\x7e]+$/);
@@ -100,12 +93,11 @@ test('READY=1 after the mount, readable STATUS=, WATCHDOG=1 pings, STOPPING=1 on
 
 test('with systemd gone (nobody on NOTIFY_SOCKET) the daemon still runs and stops cleanly', async () => {
   const gone = tmp.join('gone.sock');
-  const run = spawnChild(
-    process.execPath,
-    [CLI, '--mountpoint', tmp.join('gone'), '--no-state', '--signal', '40'],
-    { ...process.env, NOTIFY_SOCKET: gone, WATCHDOG_USEC: '200000' },
-  );
-  daemon = run;
+  const run = new Daemon(tmp.join('gone'), ['--no-state', '--signal', '40'], [], {
+    ...process.env,
+    NOTIFY_SOCKET: gone,
+    WATCHDOG_USEC: '200000',
+  });
   await run.waitForLine(/ready: relaying forks/, 'stderr', 30000);
   // Every READY, STATUS and WATCHDOG (every 100 ms) send fails; none may take the daemon down.
   await sleep(1500);

@@ -17,19 +17,19 @@ import fs from 'node:fs';
 import path from 'node:path';
 import {
   Child,
-  RELAY_SIGNAL,
   ROOT,
-  SI_ASYNCIO,
   TempDir,
+  cleanupAll,
   compileFixture,
-  consumerArgs,
   execFileAsync,
   isMounted,
+  mountTypeAt,
   parseSignals,
-  runForker,
   spawnChild,
   waitFor,
-} from '../daemon/harness';
+  runForker,
+} from '../support';
+import { RELAY_SIGNAL, SI_ASYNCIO, consumerArgs } from '../daemon/harness';
 
 const SHARED_TOOLS =
   process.env.RELAYFORK_SHARED_TOOLS ?? path.resolve(ROOT, '..', 'shared', 'tools');
@@ -53,7 +53,6 @@ let hostRun: string;
 /** The host's /run/relayfork, where the container's FUSE mount must appear. */
 let hostMount: string;
 let engineStartedHere = false;
-let bindMounted = false;
 let consumer: Child | undefined;
 const containers: string[] = [];
 
@@ -94,13 +93,6 @@ async function engineRunning(): Promise<boolean> {
   );
 }
 
-/** The fstype of the topmost mount at `target` in the host's mount table, if any. */
-function mountType(target: string): string | undefined {
-  const lines = fs.readFileSync('/proc/mounts', 'utf8').split('\n');
-  const hits = lines.map((l) => l.split(' ')).filter((f) => f[1] === target);
-  return hits.length > 0 ? hits[hits.length - 1][2] : undefined;
-}
-
 beforeAll(async () => {
   if (process.geteuid?.() !== 0) throw new Error('the Docker tests need root');
   for (const tool of ['docker', 'docker-compose']) {
@@ -124,7 +116,6 @@ beforeAll(async () => {
   hostMount = path.join(hostRun, 'relayfork');
   fs.mkdirSync(hostRun);
   const share = readmeCommand('mount --rbind /run /run && mount --make-rshared /run');
-  bindMounted = true;
   await run('sh', ['-c', share.replace(/\/run\b/g, hostRun)]);
   expect(
     fs
@@ -135,21 +126,12 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await consumer?.stop('SIGTERM');
   if (hostMount)
     await compose('down', '--remove-orphans', '--timeout', '15').catch(() => undefined);
   for (const id of containers)
     await execFileAsync('docker', ['rm', '-f', id]).catch(() => undefined);
-  // A FUSE mount left by a daemon that was killed, then our own bind.
-  for (const target of [hostMount, hostRun]) {
-    for (let i = 0; i < 4 && target && mountType(target) !== undefined; i++) {
-      await execFileAsync('umount', ['-l', target]).catch(() => undefined);
-    }
-  }
-  if (bindMounted && mountType(hostRun) !== undefined) {
-    process.stderr.write(`could not unmount ${hostRun}\n`);
-  }
-  await tmp?.cleanup();
+  // The consumer; a FUSE mount left by a daemon that was killed, then our own bind.
+  await cleanupAll();
   if (engineStartedHere) await run(path.join(SHARED_TOOLS, 'docker-env.sh'), ['down']);
 });
 
@@ -168,13 +150,12 @@ test('the daemon in the container relays host forks to a host consumer through t
       return /ready: relaying forks/.test(stdout + stderr);
     },
     60000,
-    250,
   );
   // The FUSE mount made in the container's mount namespace is on the host now, at /run/relayfork.
-  expect(mountType(hostMount)).toBe('fuse.relayfork');
+  expect(mountTypeAt(hostMount)).toBe('fuse.relayfork');
   expect(fs.readFileSync(path.join(hostMount, 'signal'), 'utf8')).toBe(`${RELAY_SIGNAL}\n`);
 
-  const registrant = await compileFixture('rt_consumer', tmp.path, ['-pthread']);
+  const registrant = await compileFixture('rt_consumer', tmp.path);
   const forker = await compileFixture('forker', tmp.path);
   consumer = spawnChild(registrant, consumerArgs(path.join(hostMount, 'processes')));
   await consumer.waitForLine(/^ready$/, 'stdout');
@@ -204,7 +185,7 @@ test('the daemon in the container relays host forks to a host consumer through t
   const { stdout: exit } = await run('docker', ['inspect', '-f', '{{.State.ExitCode}}', container]);
   expect(exit.trim()).toBe('0');
   expect(isMounted(hostMount)).toBe(false);
-  expect(mountType(hostRun)).not.toMatch(/^fuse/); // only our own bind is left
+  expect(mountTypeAt(hostRun)).not.toMatch(/^fuse/); // only our own bind is left
   // The daemon created /run/relayfork: the entry point removed it after the unmount.
   expect(fs.existsSync(hostMount)).toBe(false);
   await readmeCompose('docker compose -f docker/compose.yaml down');

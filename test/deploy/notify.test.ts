@@ -3,11 +3,10 @@
  * an abstract address. A wrong address length (a trailing NUL on an abstract name) would name
  * another socket and the datagram would never arrive.
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { SystemdNotifier, notifySocketAddress } from '../../src/systemd/notify';
+import { TempDir, cleanupAll, run } from '../support';
 import { NotifyListener } from './notifyListener';
 
 let tmp: string;
@@ -15,7 +14,7 @@ const listeners: NotifyListener[] = [];
 const notifiers: SystemdNotifier[] = [];
 
 beforeAll(() => {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'relayfork-notify-'));
+  tmp = new TempDir('relayfork-notify-').path;
 });
 
 afterEach(() => {
@@ -23,9 +22,7 @@ afterEach(() => {
   for (const l of listeners.splice(0)) l.close();
 });
 
-afterAll(() => {
-  fs.rmSync(tmp, { recursive: true, force: true });
-});
+afterAll(cleanupAll);
 
 let counter = 0;
 function listen(kind: 'path' | 'abstract'): NotifyListener {
@@ -59,7 +56,7 @@ describe.each(['path', 'abstract'] as const)('at a %s address', (kind) => {
     expect(notifier.stopping()).toBe(true);
     expect(notifier.ready()).toBe(true);
 
-    await listener.waitFor('READY', 5000, 2);
+    await listener.waitForMessages('READY', 2, 5000);
     expect(listener.messages.map((m) => m.text)).toEqual([
       'READY=1\nSTATUS=1 registrant, signal 40',
       'STATUS=two lines become one',
@@ -74,7 +71,7 @@ describe.each(['path', 'abstract'] as const)('at a %s address', (kind) => {
     const listener = listen(kind);
     const notifier = notifierFor({ NOTIFY_SOCKET: listener.address });
     expect(notifier.status('first')).toBe(true);
-    await listener.waitFor('STATUS', 5000);
+    await listener.waitForMessages('STATUS', 1, 5000);
     listener.close();
 
     expect(notifier.status('lost')).toBe(false);
@@ -166,16 +163,11 @@ test('the watchdog timer does not keep a process alive', async () => {
     n.startWatchdog();
     n.ready('child');
   `;
-  const child = spawn(process.execPath, ['-e', script], {
+  const { code, signal } = await run(process.execPath, ['-e', script], {
     env: { ...process.env, NOTIFY_SOCKET: listener.address, WATCHDOG_USEC: '200000' },
-    stdio: 'inherit',
+    timeoutMs: 10000,
   });
-  const killer = setTimeout(() => child.kill('SIGKILL'), 10000);
-  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((resolve) =>
-    child.once('exit', (c, s) => resolve([c, s])),
-  );
-  clearTimeout(killer);
   expect({ code, signal }).toEqual({ code: 0, signal: null });
-  await listener.waitFor('READY', 2000);
+  await listener.waitForMessages('READY', 1, 2000);
   expect(listener.with('READY')[0].fields.get('STATUS')).toBe('child');
 });

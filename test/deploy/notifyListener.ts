@@ -15,6 +15,7 @@ import {
   recvOrErrno,
   socket,
 } from '../../src/native/libc';
+import { DEFAULT_TIMEOUT_MS, waitFor } from '../support/waitFor';
 
 export interface NotifyMessage {
   /** The datagram's VAR=VALUE lines. */
@@ -63,17 +64,18 @@ export class NotifyListener {
     return this.messages.filter((m) => m.fields.has(name));
   }
 
-  async waitFor(name: string, timeoutMs: number, count = 1): Promise<NotifyMessage[]> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.with(name).length < count) {
-      if (Date.now() > deadline) {
-        throw new Error(
-          `no ${name}= on ${this.address} within ${timeoutMs} ms; got: ${JSON.stringify(this.messages.map((m) => m.text))}`,
-        );
-      }
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-    return this.with(name);
+  /** Waits until `count` messages carry `name`; resolves to them all. */
+  waitForMessages(
+    name: string,
+    count = 1,
+    timeoutMs = DEFAULT_TIMEOUT_MS,
+  ): Promise<NotifyMessage[]> {
+    return waitFor(
+      () =>
+        `${count} ${name}= on ${this.address}; got: ${JSON.stringify(this.messages.map((m) => m.text))}`,
+      () => this.with(name).length >= count && this.with(name),
+      timeoutMs,
+    );
   }
 
   /** Read every queued datagram. */

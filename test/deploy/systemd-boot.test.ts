@@ -11,15 +11,11 @@
  *
  * The container runs with --volatile=overlay: everything installed in it vanishes at power-off.
  */
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
 import { renderUnit, UNIT_TEMPLATE_PATH } from '../../src/systemd/installService';
+import { ROOT, TempDir, execFileAsync, removeAllTempDirs, sleep, waitFor } from '../support';
 
-const execFileAsync = promisify(execFile);
-const ROOT = path.resolve(__dirname, '../..');
 /** CI keeps the shared folder next to the project (../shared); override for other layouts. */
 const SHARED_TOOLS =
   process.env.RELAYFORK_SHARED_TOOLS ?? path.resolve(ROOT, '..', 'shared', 'tools');
@@ -130,18 +126,13 @@ async function stopAndForget(unit: string): Promise<void> {
 }
 
 async function waitForState(unit: string, state: string, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const { ActiveState } = await show(unit, 'ActiveState');
-    if (ActiveState === state) return;
-    if (Date.now() > deadline) {
-      throw new Error(`${unit} is ${ActiveState}, not ${state}, after ${timeoutMs} ms`);
-    }
-    await sleep(500);
-  }
+  let now = '';
+  await waitFor(
+    () => `${unit} to be ${state} (it is ${now})`,
+    async () => (now = (await show(unit, 'ActiveState')).ActiveState) === state,
+    timeoutMs,
+  );
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 beforeAll(async () => {
   if (process.geteuid?.() !== 0)
@@ -155,7 +146,7 @@ beforeAll(async () => {
     const file = path.join(ROOT, 'dist', built);
     if (!fs.existsSync(file)) throw new Error(`${file} is missing: run npm run build first`);
   }
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'relayfork-nspawn-'));
+  tmp = new TempDir('relayfork-nspawn-').path;
   // Our own state dir and machine name, so that this container is ours alone to power off.
   const node = fs.realpathSync(process.execPath);
   const npm = path.resolve(fs.realpathSync(path.join(path.dirname(node), 'npm')), '..', '..');
@@ -205,7 +196,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   if (started) await systemdEnv('down').catch((err) => process.stderr.write(`${err}\n`));
-  if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  await removeAllTempDirs();
   process.stderr.write(`systemd-boot timings:\n  ${timings.join('\n  ')}\n`);
 });
 

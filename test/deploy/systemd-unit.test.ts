@@ -4,25 +4,22 @@
  * exists: so a unit written for this checkout must name a real node and a real dist/cli.js.
  */
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import {
   UNIT_TEMPLATE_PATH,
   installService,
   execCommandLine,
 } from '../../src/systemd/installService';
-import { CLI, execFileAsync } from '../daemon/harness';
+import { CLI, TempDir, cleanupAll, execFileAsync, requireBuild } from '../support';
 
 let tmp: string;
 
 beforeAll(() => {
-  if (!fs.existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build first`);
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'relayfork-unit-'));
+  requireBuild();
+  tmp = new TempDir('relayfork-unit-').path;
 });
 
-afterAll(() => {
-  fs.rmSync(tmp, { recursive: true, force: true });
-});
+afterAll(cleanupAll);
 
 /** systemd-analyze verify; resolves to its output (empty when the unit is clean). */
 async function verify(unitPath: string): Promise<string> {

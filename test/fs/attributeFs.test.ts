@@ -19,14 +19,8 @@ import { constants } from 'node:os';
 import path from 'node:path';
 import { AttributeFs, type AttributeFsNotice } from '../../src/fs/attributeFs';
 import type { Attribute } from '../../src/fs/attribute';
-import {
-  compileFsio,
-  fsioWrites,
-  makeTempDir,
-  RecordingAttribute,
-  removeTree,
-  run,
-} from './helpers';
+import { TempDir, cleanupAll, compileFixture, run } from '../support';
+import { fsioWrites, RecordingAttribute } from './helpers';
 
 const E = constants.errno;
 const counter = new RecordingAttribute();
@@ -45,16 +39,14 @@ const fragile: Attribute = {
 };
 
 let dir: string;
-let toolDir: string;
 let fsio: string;
 let tree: AttributeFs;
 const notices: AttributeFsNotice[] = [];
 const file = (name: string): string => path.join(dir, name);
 
 beforeAll(async () => {
-  toolDir = await makeTempDir('relayfork-fs-tools-');
-  fsio = await compileFsio(toolDir);
-  dir = await makeTempDir();
+  fsio = await compileFixture('test/fs/fixtures/fsio.c', new TempDir('relayfork-fs-tools-').path);
+  dir = new TempDir('relayfork-fs-').path;
   tree = new AttributeFs(dir, { counter, judged, fragile });
   tree.on('notice', (n) => notices.push(n));
   await tree.mount();
@@ -64,8 +56,7 @@ afterAll(async () => {
   try {
     await tree?.close();
   } finally {
-    if (dir !== undefined) await removeTree(dir);
-    if (toolDir !== undefined) await removeTree(toolDir);
+    await cleanupAll();
   }
 });
 

@@ -3,8 +3,7 @@
  * the kernel (default_permissions), the caller of a write, per-open memory, and the request
  * timeout. The file rules themselves are in attributeFs.test.ts.
  */
-import type { ChildProcess } from 'node:child_process';
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { stat, statfs } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,16 +14,8 @@ import {
   MAX_HELD_RENDERING_BYTES,
 } from '../../src/fs/attributeFs';
 import { FUSE_KERNEL_MINOR_VERSION, FUSE_MIN_KERNEL_MINOR } from '../../src/fs/fuseProtocol';
-import {
-  eventually,
-  makeTempDir,
-  procMountPoints,
-  removeTree,
-  run,
-  startMountChild,
-  stopChild,
-  type MountChild,
-} from './helpers';
+import { TempDir, cleanupAll, run, spawnChild, stopAllChildren, waitFor } from '../support';
+import { procMountPoints, startMountChild, type MountChild } from './helpers';
 
 /** An attribute that records each store with its caller. */
 class CallerAttribute implements Attribute {
@@ -49,7 +40,6 @@ const failing: Attribute = {
 let base: string;
 let dir: string;
 let tree: AttributeFs;
-const children: ChildProcess[] = [];
 
 /** Linux version as [major, minor] from os.release(). */
 function kernelVersion(): [number, number] {
@@ -66,20 +56,19 @@ async function idOf(flag: '-u' | '-g', user: string): Promise<number> {
 }
 
 beforeAll(async () => {
-  base = await makeTempDir('relayfork-fuse-');
+  base = new TempDir('relayfork-fuse-').path;
   // The mountpoint itself, not a directory below the 0700 temp dir: nobody must reach the files.
-  dir = await makeTempDir();
+  dir = new TempDir('relayfork-fs-').path;
   tree = new AttributeFs(dir, { open: open666, locked, failing });
   await tree.mount();
 });
 
 afterAll(async () => {
   try {
-    for (const child of children) await stopChild(child);
+    await stopAllChildren();
     await tree?.close();
   } finally {
-    if (dir !== undefined) await removeTree(dir);
-    if (base !== undefined) await removeTree(base);
+    await cleanupAll();
   }
 });
 
@@ -203,7 +192,6 @@ for (const fd of held) fs.closeSync(fd);
   test('50,000 opens and closes leave no handle behind, and the heap and RSS come back near their baseline', async () => {
     const mountpoint = path.join(base, 'handles');
     const server: MountChild = await startMountChild(mountpoint, { exposeGc: true });
-    children.push(server.child);
     expect(server.status.mounted).toBe(mountpoint);
     const stats = async (): Promise<{ rss: number; heapUsed: number; openFiles: number }> => {
       const line = server.nextLine();
@@ -221,17 +209,17 @@ for (const fd of held) fs.closeSync(fd);
       });
 
     await drive(2000); // warm-up: code paths compiled, pools sized
-    expect(await eventually(async () => (await stats()).openFiles === 0, 10000)).toBe(true);
+    await waitFor('no open files', async () => (await stats()).openFiles === 0, 10000);
     const baseline = await stats();
 
     await drive(OPENS);
     // RELEASE is sent asynchronously after the last close (fs/fuse/file.c fuse_file_put).
-    expect(await eventually(async () => (await stats()).openFiles === 0, 10000)).toBe(true);
+    await waitFor('no open files', async () => (await stats()).openFiles === 0, 10000);
     const after = await stats();
     const MiB = 1024 * 1024;
     expect(after.heapUsed - baseline.heapUsed).toBeLessThan(4 * MiB);
     expect(after.rss - baseline.rss).toBeLessThan(32 * MiB);
-    await stopChild(server.child, 'SIGTERM');
+    await server.child.stop('SIGTERM');
     expect((await procMountPoints()).includes(mountpoint)).toBe(false);
   }, 300000);
 });
@@ -261,40 +249,34 @@ process.stdin.on('end', () => { for (const fd of fds) fs.closeSync(fd); process.
   test('are capped over all open files, and freed when the files close', async () => {
     const mountpoint = path.join(base, 'held');
     const server: MountChild = await startMountChild(mountpoint);
-    children.push(server.child);
     const stats = async (): Promise<{ openFiles: number; renderingBytes: number }> => {
       const line = server.nextLine();
       server.child.kill('SIGUSR2');
       return (await line) as { openFiles: number; renderingBytes: number };
     };
     const count = Math.ceil(MAX_HELD_RENDERING_BYTES / 4000) + 500;
-    const holder = spawn(
+    const holder = spawnChild(
       process.execPath,
       ['-e', HOLDER, path.join(mountpoint, 'value'), String(count)],
-      {
-        stdio: ['pipe', 'pipe', 'inherit'],
-      },
+      { stdin: 'pipe' },
     );
-    children.push(holder);
-    await new Promise<void>((resolve, reject) => {
-      holder.stdout?.once('data', () => resolve());
-      holder.once('exit', (code) => reject(new Error(`holder exited ${code}`)));
-    });
+    await holder.waitForLine(/^held$/, 'stdout', 120000);
     const holding = await stats();
     expect(holding.openFiles).toBe(count);
     expect(holding.renderingBytes).toBeLessThanOrEqual(MAX_HELD_RENDERING_BYTES);
     expect(holding.renderingBytes).toBeGreaterThan(MAX_HELD_RENDERING_BYTES - 4000);
 
-    const exited = new Promise((resolve) => holder.once('exit', resolve));
-    holder.stdin?.end();
-    await exited;
-    expect(
-      await eventually(async () => {
+    holder.proc.stdin?.end();
+    await holder.exited;
+    await waitFor(
+      'no open files and no held renderings',
+      async () => {
         const after = await stats();
         return after.openFiles === 0 && after.renderingBytes === 0;
-      }, 10000),
-    ).toBe(true);
-    await stopChild(server.child, 'SIGTERM');
+      },
+      10000,
+    );
+    await server.child.stop('SIGTERM');
   }, 300000);
 });
 
@@ -302,7 +284,6 @@ describe('request timeout (FUSE_REQUEST_TIMEOUT, Linux 6.14+)', () => {
   test('a stopped server makes callers fail with ECONNABORTED after its timeout instead of hanging', async () => {
     const mountpoint = path.join(base, 'stopped');
     const server = await startMountChild(mountpoint, { requestTimeoutSeconds: 1 });
-    children.push(server.child);
     expect((await run('cat', [path.join(mountpoint, 'value')])).stdout).toBe('child\n');
     // The FUSE_INIT test above ties kernelHasRequestTimeout to the kernel version (6.14+).
     if (server.status.protocol?.kernelHasRequestTimeout !== true) {
@@ -316,13 +297,13 @@ describe('request timeout (FUSE_REQUEST_TIMEOUT, Linux 6.14+)', () => {
     try {
       // The kernel checks timeouts every 15 s (FUSE_TIMEOUT_TIMER_FREQ, fs/fuse/fuse_i.h): a
       // liveness bound well above that, not a timing claim.
-      const read = await run('cat', [path.join(mountpoint, 'value')], 90000);
+      const read = await run('cat', [path.join(mountpoint, 'value')], { timeoutMs: 90000 });
       expect(read.code).not.toBe(0);
       expect(read.stderr).toMatch(/Software caused connection abort/);
     } finally {
       server.child.kill('SIGCONT');
-      await stopChild(server.child, 'SIGKILL');
+      await server.child.stop('SIGKILL');
     }
-    // The aborted connection leaves a stale mount, which removeTree (afterAll) detaches.
+    // The aborted connection leaves a stale mount, which cleanup (afterAll) detaches.
   }, 120000);
 });

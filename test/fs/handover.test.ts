@@ -5,7 +5,6 @@
  * it) and answers that caller. Refusals leave the mountpoint free for a fresh mount. Everything
  * that touches a mount served by this process is asynchronous or in a child process.
  */
-import { execFile, type ChildProcess } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -14,12 +13,12 @@ import { AdoptRefused, AttributeFs, type AttributeFsNotice } from '../../src/fs/
 import { parseHandoverName } from '../../src/fs/handover';
 import { readMountInfo, topMountAt } from '../../src/fs/mountInfo';
 import { O_CLOEXEC, O_RDWR, close, duplicateFd, open } from '../../src/native/libc';
-import { devFuseFdCount, eventually, makeTempDir, removeTree } from './helpers';
+import { TempDir, cleanupAll, spawnChild, waitFor } from '../support';
+import { devFuseFdCount } from './helpers';
 
 let base: string;
 let fdBaseline: number;
 const trees: AttributeFs[] = [];
-const children: ChildProcess[] = [];
 const spareFds: number[] = [];
 
 const value = (text: string): Attribute => ({ show: () => text, store: () => 'accepted' });
@@ -39,30 +38,19 @@ async function deviceAt(mountpoint: string): Promise<string | undefined> {
   return topMountAt(await readMountInfo(), mountpoint)?.device;
 }
 
-/** `cat file` in a child: resolves with its output and exit code (never rejects). */
-function catInChild(file: string): { done: Promise<{ code: number; out: string; err: string }> } {
-  let child: ChildProcess;
-  const done = new Promise<{ code: number; out: string; err: string }>((resolve) => {
-    child = execFile('cat', [file], { timeout: 20000 }, (error, out, err) =>
-      resolve({
-        code: error === null ? 0 : typeof error.code === 'number' ? error.code : -1,
-        out,
-        err,
-      }),
-    );
-  });
-  children.push(child!);
-  return { done };
+/** `cat file` in a child: resolves with its exit code and output once it ends. */
+function catInChild(file: string): { done: Promise<{ code: number | null; out: string }> } {
+  const child = spawnChild('cat', [file]);
+  return { done: child.exited.then(({ code }) => ({ code, out: child.stdout.join('\n') })) };
 }
 
 beforeAll(async () => {
-  base = await makeTempDir('relayfork-handover-');
+  base = new TempDir('relayfork-handover-').path;
   fdBaseline = await devFuseFdCount();
 });
 
 afterAll(async () => {
   try {
-    for (const child of children) if (child.exitCode === null) child.kill('SIGKILL');
     for (const tree of trees) await tree.close().catch(() => undefined);
     for (const fd of spareFds) {
       try {
@@ -72,7 +60,7 @@ afterAll(async () => {
       }
     }
   } finally {
-    if (base !== undefined) await removeTree(base);
+    await cleanupAll();
   }
 });
 
@@ -107,7 +95,7 @@ test('a caller arriving between two servers waits and is answered by the second'
   const second = makeTree(mountpoint, { value: value('two\n') }, notices);
   await second.adopt({ fd: kept, name: handover!.name });
   const result = await waiting.done;
-  expect(result).toMatchObject({ code: 0, out: 'two\n' });
+  expect(result).toEqual({ code: 0, out: 'two' });
   const adopted = notices.find((n) => n.kind === 'adopted');
   expect(adopted).toMatchObject({ orphansAnswered: 0 }); // the first tree answered all it read
   expect(await deviceAt(mountpoint)).toBe(device); // the same mount, never remounted
@@ -116,7 +104,7 @@ test('a caller arriving between two servers waits and is answered by the second'
   // The successor owns it now: close() unmounts it as usual.
   await second.close();
   expect(await deviceAt(mountpoint)).toBeUndefined();
-  expect(await eventually(async () => (await devFuseFdCount()) === fdBaseline)).toBe(true);
+  await waitFor('the /dev/fuse fds to close', async () => (await devFuseFdCount()) === fdBaseline);
 });
 
 describe('refusals: the connection is abandoned and the mountpoint is free for mount()', () => {

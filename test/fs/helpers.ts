@@ -1,47 +1,15 @@
 /**
- * Helpers for tests that mount real FUSE trees. The FUSE server of an AttributeFs answers on this
- * process's JS thread, so everything here that may touch a mount is asynchronous (threadpool or
- * child process): a synchronous fs call on our own mount would deadlock.
+ * Helpers of the FUSE tests alone. The FUSE server of an AttributeFs answers on this process's JS
+ * thread, so everything here that may touch a mount is asynchronous (threadpool or child
+ * process): a synchronous fs call on our own mount would deadlock. Temp dirs (unmounted in
+ * cleanup), children, waiting and fixtures: test/support.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, readFile, readdir, readlink, rm } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile, readdir, readlink } from 'node:fs/promises';
 import path from 'node:path';
-import { MNT_DETACH, umount2 } from '../../src/native/libc';
 import type { Attribute, StoreOutcome } from '../../src/fs/attribute';
-import { readMountInfo } from '../../src/fs/mountInfo';
-import { AS_NOBODY } from '../support/unprivileged';
+import { AS_NOBODY, REGISTER_TS, ROOT, run, spawnChild, type Child } from '../support';
 
-export const REPO = path.resolve(__dirname, '../..');
-const REGISTER_TS = path.join(__dirname, '../fixtures/register-ts.cjs');
 const MOUNT_CHILD = path.join(__dirname, 'fixtures/mountChild.ts');
-
-/** A fresh directory in os.tmpdir(). */
-export function makeTempDir(prefix = 'relayfork-fs-'): Promise<string> {
-  return mkdtemp(path.join(os.tmpdir(), prefix));
-}
-
-/**
- * Detach every mount at or below `dir` (deepest first), then remove it. For afterAll: it must
- * succeed whatever state a failed test left behind, and never recurse into a live mount.
- */
-export async function removeTree(dir: string): Promise<void> {
-  for (let round = 0; round < 16; round++) {
-    const below = (await readMountInfo())
-      .map((e) => e.mountPoint)
-      .filter((p) => p === dir || p.startsWith(`${dir}/`))
-      .sort((a, b) => b.length - a.length);
-    if (below.length === 0) break;
-    for (const mountPoint of below) {
-      try {
-        umount2(mountPoint, MNT_DETACH);
-      } catch {
-        // Already gone (a parent's detach took it along).
-      }
-    }
-  }
-  await rm(dir, { recursive: true, force: true });
-}
 
 /** Mount points listed in /proc/mounts (the file the brief and users look at). */
 export async function procMountPoints(): Promise<string[]> {
@@ -64,37 +32,6 @@ export async function devFuseFdCount(): Promise<number> {
     }
   }
   return count;
-}
-
-/** Poll `probe` until it returns true or `timeoutMs` passes; returns the last answer. */
-export async function eventually(
-  probe: () => Promise<boolean>,
-  timeoutMs = 5000,
-): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await probe()) return true;
-    if (Date.now() > deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
-export interface RunResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/** Run a program to completion (killed after `timeoutMs`); never throws for a non-zero exit. */
-export function run(file: string, args: readonly string[], timeoutMs = 30000): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    execFile(file, args, { encoding: 'latin1', timeout: timeoutMs }, (err, stdout, stderr) => {
-      if (err === null) resolve({ code: 0, stdout, stderr });
-      else if (typeof err.code === 'number') resolve({ code: err.code, stdout, stderr });
-      else if (err.signal) resolve({ code: null, stdout, stderr });
-      else reject(err);
-    });
-  });
 }
 
 /**
@@ -127,7 +64,7 @@ export class RecordingAttribute implements Attribute {
 
 /** A child `node` serving an AttributeFs at `mountpoint` (test/fs/fixtures/mountChild.ts). */
 export interface MountChild {
-  child: ChildProcess;
+  child: Child;
   /** The first JSON line the child printed. */
   status: {
     mounted?: string;
@@ -163,13 +100,9 @@ export function startMountChild(
     mountpoint,
     ...(options.requestTimeoutSeconds === undefined ? [] : [String(options.requestTimeoutSeconds)]),
   ];
-  const child =
-    options.user === undefined
-      ? spawn(node, args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] })
-      : spawn(AS_NOBODY[0], [...AS_NOBODY.slice(1), node, ...args], {
-          cwd: REPO,
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
+  const argv = options.user === undefined ? [node, ...args] : [...AS_NOBODY, node, ...args];
+  const started = spawnChild(argv[0], argv.slice(1), { cwd: ROOT });
+  const child = started.proc;
   const lines: string[] = [];
   const waiting: ((line: string | undefined) => void)[] = [];
   let partial = '';
@@ -204,29 +137,10 @@ export function startMountChild(
   return new Promise((resolve, reject) => {
     child.once('error', reject);
     nextLine().then(
-      (status) => resolve({ child, status: status as MountChild['status'], nextLine }),
+      (status) => resolve({ child: started, status: status as MountChild['status'], nextLine }),
       (e: unknown) => reject(new Error(`mount child exited before reporting: ${String(e)}`)),
     );
   });
-}
-
-/** Kill a child (by its pid, through the handle) and wait for it to be gone. */
-export async function stopChild(
-  child: ChildProcess,
-  signal: NodeJS.Signals = 'SIGKILL',
-): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill(signal);
-  await exited;
-}
-
-/** Compile test/fs/fixtures/fsio.c into `dir`; returns the program's path. */
-export async function compileFsio(dir: string): Promise<string> {
-  const out = path.join(dir, 'fsio');
-  const cc = await run('cc', ['-Wall', '-O2', '-o', out, path.join(__dirname, 'fixtures/fsio.c')]);
-  if (cc.code !== 0) throw new Error(`cc fsio.c failed: ${cc.stderr}`);
-  return out;
 }
 
 /** A write(2) argument for fsio: the bytes, optionally at an offset (pwrite), or N pattern bytes. */

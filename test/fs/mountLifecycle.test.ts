@@ -3,28 +3,18 @@
  * cases (missing, symlink, stale), and close(). Everything that touches a mount served by this
  * process is asynchronous or in a child process.
  */
-import type { ChildProcess } from 'node:child_process';
 import { mkdir, open, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Attribute } from '../../src/fs/attribute';
 import { AttributeFs, type AttributeFsNotice } from '../../src/fs/attributeFs';
 import { FsMountError } from '../../src/fs/errors';
 import { checkFuseDevice, checkRoot } from '../../src/fs/preflight';
-import {
-  devFuseFdCount,
-  eventually,
-  makeTempDir,
-  procMountPoints,
-  removeTree,
-  run,
-  startMountChild,
-  stopChild,
-} from './helpers';
+import { TempDir, cleanupAll, run, stopAllChildren, waitFor } from '../support';
+import { devFuseFdCount, procMountPoints, startMountChild } from './helpers';
 
 let base: string;
 let fdBaseline: number;
 const trees: AttributeFs[] = [];
-const children: ChildProcess[] = [];
 
 const value: Attribute = { show: () => 'value\n', store: () => 'accepted' };
 
@@ -49,16 +39,16 @@ async function mountError(promise: Promise<void>): Promise<FsMountError> {
 }
 
 beforeAll(async () => {
-  base = await makeTempDir();
+  base = new TempDir('relayfork-fs-').path;
   fdBaseline = await devFuseFdCount();
 });
 
 afterAll(async () => {
   try {
-    for (const child of children) await stopChild(child);
+    await stopAllChildren();
     for (const tree of trees) await tree.close().catch(() => undefined);
   } finally {
-    if (base !== undefined) await removeTree(base);
+    await cleanupAll();
   }
 });
 
@@ -69,7 +59,6 @@ describe('start-up errors: one line saying what is wrong and what to do', () => 
     // For real: a child running as nobody.
     const mountpoint = path.join(base, 'as-nobody');
     const started = await startMountChild(mountpoint, 'nobody');
-    children.push(started.child);
     expect(started.status.error).toBe('NOT_ROOT');
     expect(started.status.message).toMatch(/needs root .*run it as root/);
     expect((await procMountPoints()).includes(mountpoint)).toBe(false);
@@ -160,7 +149,7 @@ describe('the mountpoint', () => {
       expect(err.message).toMatch(/is on a read-only filesystem \(EROFS\)/);
       expect(err.message).not.toMatch(/ENOENT/);
     }
-    // (removeTree in afterAll unmounts the tmpfs.)
+    // (cleanup in afterAll unmounts the tmpfs.)
   });
 
   test('a symlink is followed to its directory', async () => {
@@ -179,9 +168,8 @@ describe('the mountpoint', () => {
   test('a stale mount left by a killed server is detected and cleared, with a notice', async () => {
     const mountpoint = path.join(base, 'stale');
     const started = await startMountChild(mountpoint);
-    children.push(started.child);
     expect(started.status.mounted).toBe(mountpoint);
-    await stopChild(started.child, 'SIGKILL');
+    await started.child.stop('SIGKILL');
     // What a user sees after `kill -9` of a daemon.
     await expect(stat(mountpoint)).rejects.toMatchObject({ code: 'ENOTCONN' });
     expect((await procMountPoints()).filter((p) => p === mountpoint)).toHaveLength(1);
@@ -212,7 +200,10 @@ describe('close()', () => {
     await tree.close();
     expect((await procMountPoints()).includes(mountpoint)).toBe(false);
     // The native FUSE thread closes its /dev/fuse fd once its loop has ended.
-    expect(await eventually(async () => (await devFuseFdCount()) === fdBaseline)).toBe(true);
+    await waitFor(
+      'the /dev/fuse fds back to the baseline',
+      async () => (await devFuseFdCount()) === fdBaseline,
+    );
 
     const err = await mountError(tree.mount());
     expect(err.code).toBe('CLOSED');
@@ -252,6 +243,9 @@ describe('close()', () => {
     } finally {
       await fh.close();
     }
-    expect(await eventually(async () => (await devFuseFdCount()) === fdBaseline)).toBe(true);
+    await waitFor(
+      'the /dev/fuse fds back to the baseline',
+      async () => (await devFuseFdCount()) === fdBaseline,
+    );
   });
 });

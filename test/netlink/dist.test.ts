@@ -5,7 +5,7 @@
  */
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import { REPO, run } from './helpers';
+import { ROOT as REPO, run } from '../support';
 
 const SOURCES = [
   'procConnector',

@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import { ProcConnector } from '../../src/netlink';
-import { REPO, nodeEvalArgs, run } from './helpers';
+import { ROOT as REPO, nodeEvalArgs, run } from '../support';
 
 interface Outcome {
   ok: boolean;

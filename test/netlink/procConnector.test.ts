@@ -3,7 +3,6 @@
  * kernel filter and the legacy path, the self-test, close(). Other tests and helpers may fork at
  * the same time, so every assertion is about events of pids these tests created.
  */
-import { spawn } from 'node:child_process';
 import * as socketModule from '../../src/netlink/socket';
 import {
   PROC_CN_MCAST_IGNORE,
@@ -20,28 +19,16 @@ import {
   type ProcEventKind,
 } from '../../src/netlink';
 import { Errno, MSG_DONTWAIT, recvOrErrno, syscallError } from '../../src/native/libc';
-import {
-  FixtureDir,
-  collect,
-  eventfdCount,
-  openSocketInodes,
-  parsePids,
-  run,
-  threadCount,
-  waitFor,
-} from './helpers';
+import { TempDir, cleanupAll, compileFixture, run, spawnChild, waitFor } from '../support';
+import { collect, eventfdCount, openSocketInodes, parsePids, threadCount } from './helpers';
 
-let fixtures: FixtureDir;
 let allKinds: string;
 
 beforeAll(async () => {
-  fixtures = await FixtureDir.create();
-  allKinds = await fixtures.compile('netlink_all_kinds');
+  allKinds = await compileFixture('netlink_all_kinds', new TempDir('relayfork-netlink-').path);
 });
 
-afterAll(async () => {
-  await fixtures?.remove();
-});
+afterAll(cleanupAll);
 
 /** Connectors opened by a test; closed after it whatever happens. */
 const opened: ProcConnector[] = [];
@@ -74,10 +61,9 @@ describe('events from our own children', () => {
   test('fork, exec and exit of a child carry its real pid and ours', async () => {
     const { connector, events } = await openConnector();
     expect(connector.subscription).toBe('legacy'); // every kind: the plain listen
-    const child = spawn('/bin/sh', ['-c', 'exit 3'], { stdio: 'ignore' });
-    const pid = child.pid;
-    if (pid === undefined) throw new Error('spawn failed');
-    await new Promise((r) => child.once('close', r));
+    const child = spawnChild('/bin/sh', ['-c', 'exit 3']);
+    const { pid } = child;
+    await child.exited;
     const mine = (): ProcEvent[] => events.filter((e) => tgidOf(e) === pid);
     await waitFor('the child exit event', () => mine().some((e) => e.kind === 'exit'));
 

@@ -3,23 +3,18 @@
  * and an exit event) received with zero loss at the default buffer; and with a tiny buffer, the
  * loss is counted exactly (ENOBUFS, the kernel's drop counter, sequence gaps) while reading goes on.
  */
-import { spawn } from 'node:child_process';
 import { DEFAULT_RECEIVE_BUFFER_BYTES, ProcConnector, type LossNotice } from '../../src/netlink';
-import { FixtureDir, finished, waitFor } from './helpers';
+import { TempDir, cleanupAll, compileFixture, finished, spawnChild, waitFor } from '../support';
 
 const THREADS = 100_000;
 
-let fixtures: FixtureDir;
 let storm: string;
 
 beforeAll(async () => {
-  fixtures = await FixtureDir.create();
-  storm = await fixtures.compile('thread_storm');
+  storm = await compileFixture('thread_storm', new TempDir('relayfork-netlink-').path);
 });
 
-afterAll(async () => {
-  await fixtures?.remove();
-});
+afterAll(cleanupAll);
 
 interface StormCount {
   pid: number;
@@ -45,9 +40,9 @@ async function runStorm(connector: ProcConnector, threads: number): Promise<Stor
   });
   const t0 = process.hrtime.bigint();
   // The fork of the storm process itself comes after spawn() returns its pid: no event is missed.
-  const child = spawn(storm, [String(threads), '4'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  count.pid = child.pid ?? -1;
-  const ran = await finished(child, 120_000);
+  const child = spawnChild(storm, [String(threads), '4']);
+  count.pid = child.pid;
+  const ran = await finished(child.proc, 120_000);
   count.seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   expect(ran.stderr).toBe('');
   expect(ran.stdout.trim()).toBe(String(threads));

@@ -17,7 +17,7 @@ import {
   PROC_EVENT_BIT,
   type McastRequest,
 } from '../../src/netlink/cnProcStructs';
-import type { ProcEventKind } from '../../src/netlink/events';
+import { PROC_EVENT_KINDS, type ProcEventKind } from '../../src/netlink/events';
 import {
   SubscriptionHandshake,
   type ChildWatch,
@@ -122,19 +122,7 @@ describe('Linux >= 6.6 (proc_input parsed and applied)', () => {
 
   test('every kind, or legacyListen, is the 4-byte listen', async () => {
     const kernel = new FakeKernel('filtering');
-    await expect(
-      handshake(kernel, [
-        'fork',
-        'exec',
-        'uid',
-        'gid',
-        'sid',
-        'ptrace',
-        'comm',
-        'coredump',
-        'exit',
-      ]).subscribe(),
-    ).resolves.toBe('legacy');
+    await expect(handshake(kernel, [...PROC_EVENT_KINDS]).subscribe()).resolves.toBe('legacy');
     const forced = new FakeKernel('filtering');
     await expect(handshake(forced, ['fork'], true).subscribe()).resolves.toBe('legacy');
     expect(forced.requests.map(shape)).toEqual(['LISTEN']);

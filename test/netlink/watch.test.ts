@@ -1,10 +1,19 @@
 /**
  * `relayfork watch` end to end: runWatch() in a child node process (the .ts sources, see
- * helpers.ts), reading the real kernel; the test forks a known child and reads the lines.
+ * test/support), reading the real kernel; the test forks a known child and reads the lines.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
-import { REPO, finished, nodeEvalArgs, run, waitFor, type Ran } from './helpers';
+import {
+  ROOT as REPO,
+  finished,
+  nodeEvalArgs,
+  run,
+  spawnChild,
+  stopAllChildren,
+  waitFor,
+  type Ran,
+} from '../support';
 import type { WatchOptions } from '../../src/watch';
 
 function watchArgs(options: WatchOptions): string[] {
@@ -21,19 +30,11 @@ interface Watching {
   done: Promise<Ran>;
 }
 
-const running: ChildProcess[] = [];
-afterEach(() => {
-  for (const child of running.splice(0)) {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  }
-});
+afterEach(stopAllChildren);
 
 /** Start `watch` and wait until it listens. */
 async function startWatch(options: WatchOptions): Promise<Watching> {
-  const child = spawn(process.execPath, watchArgs(options), {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  running.push(child);
+  const { proc: child } = spawnChild(process.execPath, watchArgs(options));
   let out = '';
   let err = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
@@ -45,11 +46,9 @@ async function startWatch(options: WatchOptions): Promise<Watching> {
 
 /** Fork `sh -c 'exit <status>'`; returns its pid once it has been reaped. */
 async function forkChild(status: number): Promise<number> {
-  const child = spawn('/bin/sh', ['-c', `exit ${status}`], { stdio: 'ignore' });
-  const pid = child.pid;
-  if (pid === undefined) throw new Error('spawn failed');
-  await new Promise((r) => child.once('close', r));
-  return pid;
+  const child = spawnChild('/bin/sh', ['-c', `exit ${status}`]);
+  await child.exited;
+  return child.pid;
 }
 
 test('a bad --events kind prints one line and exits 2', async () => {
@@ -143,14 +142,12 @@ test('in a new pid namespace it prints the namespace line and exits 1', async ()
 
 test('the "listening" header comes before the first event, stdout and stderr on one terminal', async () => {
   // Both streams into one pipe, as on a terminal: the order of the lines is the order written.
-  const child = spawn(
-    '/bin/sh',
-    ['-c', 'exec "$0" "$@" 2>&1', process.execPath, ...watchArgs({})],
-    {
-      stdio: ['ignore', 'pipe', 'ignore'],
-    },
-  );
-  running.push(child);
+  const { proc: child } = spawnChild('/bin/sh', [
+    '-c',
+    'exec "$0" "$@" 2>&1',
+    process.execPath,
+    ...watchArgs({}),
+  ]);
   let out = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
   const done = finished(child);

@@ -9,18 +9,8 @@ import winston from 'winston';
 import { createPatchAttributes, type PatchAttributes } from '../../src/relay/attributes';
 import { syscallError } from '../../src/native/libc';
 import { Relay } from '../../src/relay/relay';
-import {
-  compileConsumer,
-  Consumer,
-  makeTempDir,
-  otherThreadIds,
-  pidMax,
-  requireRoot,
-  stopAllConsumers,
-  TEST_SIGNAL,
-  unusedPid,
-  waitFor,
-} from './helpers';
+import { compileFixture, TempDir, requireRoot, waitFor, cleanupAll } from '../support';
+import { Consumer, otherThreadIds, pidMax, TEST_SIGNAL, unusedPid } from './helpers';
 
 let dir: string;
 let binary: string;
@@ -31,8 +21,8 @@ let threadId: number;
 
 beforeAll(async () => {
   requireRoot();
-  dir = await makeTempDir();
-  binary = await compileConsumer(dir);
+  dir = new TempDir('relayfork-relay-').path;
+  binary = await compileFixture('rt_consumer', dir);
   first = await Consumer.start(binary);
   second = await Consumer.start(binary);
   threaded = await Consumer.start(binary, { args: ['--thread'] });
@@ -41,10 +31,7 @@ beforeAll(async () => {
   threadId = tids[0];
 });
 
-afterAll(async () => {
-  await stopAllConsumers();
-  if (dir !== undefined) await fs.promises.rm(dir, { recursive: true, force: true });
-});
+afterAll(cleanupAll);
 
 let relay: Relay;
 beforeEach(() => {
@@ -410,7 +397,7 @@ describe('logging', () => {
       signal.store('41\n');
       signal.store('41\n'); // unchanged: nothing to log
       signal.store('99\n'); // ignored
-      await waitFor(() => lines.length >= 4, 2000, 'log lines');
+      await waitFor('log lines', () => lines.length >= 4, 2000);
       await new Promise((resolve) => setImmediate(resolve));
       expect(lines).toEqual([
         `info: pid ${first.pid} (rt_consumer) registered`,
@@ -452,7 +439,7 @@ describe('logging', () => {
       expect(processes.store(`${first.pid}\n`)).toEqual({ errno: 'ENOMEM' });
       failWith(1);
       expect(processes.store(`${first.pid}\n`)).toEqual({ errno: 'EIO' });
-      await waitFor(() => errors.length >= 3, 2000, 'the error lines');
+      await waitFor('the error lines', () => errors.length >= 3, 2000);
       expect(errors[0]).toMatch(
         new RegExp(`registering pid ${first.pid} failed: .*EMFILE.*LimitNOFILE`),
       );
@@ -502,7 +489,7 @@ describe('logging', () => {
     try {
       processes.store(`${first.pid}\n`, caller);
       processes.store(`-${first.pid}\n`, caller);
-      await waitFor(() => lines.length >= 2, 2000, 'log lines');
+      await waitFor('log lines', () => lines.length >= 2, 2000);
       expect(lines).toEqual([
         `pid ${first.pid} (rt_consumer) registered by pid ${second.pid} (rt_consumer), uid 0`,
         `pid ${first.pid} (rt_consumer) unregistered by pid ${second.pid} (rt_consumer), uid 0 (signals sent 0, lost 0)`,

@@ -7,33 +7,33 @@
  * "Exactly one line per call" is checked with a sentinel: RT signals of one number are queued
  * in order (kernel/signal.c), so once the sentinel's line arrives, every earlier signal has.
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { Relay, SI_ASYNCIO } from '../../src/relay/relay';
 import { createPatchAttributes } from '../../src/relay/attributes';
 import type { UnregisteredEvent } from '../../src/relay/registry';
 import {
-  compileConsumer,
+  compileFixture,
+  TempDir,
+  parseSignalLine,
+  requireRoot,
+  type ReceivedSignal,
+  spawnChild,
+  waitFor,
+  cleanupAll,
+} from '../support';
+import {
   Consumer,
   exitEvent,
   forkEvent,
-  makeTempDir,
   otherThreadIds,
-  parseLine,
-  requireRoot,
-  type SignalLine,
   startConsumerWithPid,
-  stopAllConsumers,
   taskState,
   TEST_SIGNAL,
-  waitFor,
 } from './helpers';
 
 let dir: string;
 let binary: string;
 const relays: Relay[] = [];
-/** Pids of extra processes (the zombie test's parent) to kill in afterAll. */
-const extraPids = new Set<number>();
 
 function newRelay(options: ConstructorParameters<typeof Relay>[0] = {}): Relay {
   const relay = new Relay({ signal: TEST_SIGNAL, ...options });
@@ -41,7 +41,7 @@ function newRelay(options: ConstructorParameters<typeof Relay>[0] = {}): Relay {
   return relay;
 }
 
-function line(parent: number, child: number): SignalLine {
+function line(parent: number, child: number): ReceivedSignal {
   return { sig: TEST_SIGNAL, code: SI_ASYNCIO, pid: parent, val: child };
 }
 
@@ -61,37 +61,31 @@ function nextUnregistered(relay: Relay, timeoutMs = 5000): Promise<UnregisteredE
 }
 
 /** Deliver a sentinel and wait for it: afterwards `consumer.lines` holds everything sent before. */
-async function flush(relay: Relay, consumer: Consumer, sentinel: number): Promise<SignalLine[]> {
+async function flush(
+  relay: Relay,
+  consumer: Consumer,
+  sentinel: number,
+): Promise<ReceivedSignal[]> {
   relay.deliverFork(sentinel, sentinel);
   await waitFor(
-    () => consumer.lines.some((l) => parseLine(l).val === sentinel),
-    10000,
     `sentinel ${sentinel} at ${consumer.pid}`,
+    () => consumer.lines.some((l) => parseSignalLine(l).val === sentinel),
+    10000,
   );
-  return consumer.lines.map(parseLine);
+  return consumer.lines.map(parseSignalLine);
 }
 
 beforeAll(async () => {
   requireRoot();
-  dir = await makeTempDir();
-  binary = await compileConsumer(dir);
+  dir = new TempDir('relayfork-relay-').path;
+  binary = await compileFixture('rt_consumer', dir);
 });
 
 afterEach(() => {
   for (const relay of relays.splice(0)) relay.close();
 });
 
-afterAll(async () => {
-  for (const pid of extraPids) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-  await stopAllConsumers();
-  if (dir !== undefined) await fs.promises.rm(dir, { recursive: true, force: true });
-});
+afterAll(cleanupAll);
 
 describe('deliverFork', () => {
   test('one signal per call: SI_ASYNCIO, si_pid = parent, si_value = child', async () => {
@@ -147,7 +141,7 @@ describe('deliverFork', () => {
     relay.registry.register(consumer.pid);
     relay.deliverFork(30, 31);
     await consumer.waitForLines(1);
-    expect(consumer.lines.map(parseLine)).toEqual([
+    expect(consumer.lines.map(parseSignalLine)).toEqual([
       { sig: 41, code: SI_ASYNCIO, pid: 30, val: 31 },
     ]);
     await consumer.stop();
@@ -249,7 +243,7 @@ describe('registrants that exit', () => {
     const relay = newRelay({ exitRecheckDelaysMs: [1, 2, 4] });
     relay.registry.register(consumer.pid);
     relay.handleEvents([exitEvent(consumer.pid)]);
-    await waitFor(() => relay.counters.staleExitEvents === 1, 5000, 'the re-checks to end');
+    await waitFor('the re-checks to end', () => relay.counters.staleExitEvents === 1, 5000);
     expect(relay.registry.ids()).toEqual([consumer.pid]);
     expect(await flush(relay, consumer, 60)).toEqual([line(60, 60)]);
     await consumer.stop();
@@ -269,33 +263,24 @@ describe('registrants that exit', () => {
 
   test('a zombie registrant (exited, never reaped) goes on its exit event or at a read', async () => {
     // sh forks the consumer, then execs sleep, which never reaps it.
-    const parent = spawn(
+    // A group of its own: sh, then sleep, and the consumer, ended together.
+    const parent = spawnChild(
       'sh',
       ['-c', `"${binary}" --signal ${TEST_SIGNAL} & echo pid=$!; exec sleep 1000`],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
+      { group: true },
     );
-    const parentExited = new Promise((resolve) => parent.once('exit', resolve));
-    if (parent.pid === undefined) throw new Error('sh did not start');
-    extraPids.add(parent.pid);
-    let out = '';
-    parent.stdout?.setEncoding('latin1');
-    parent.stdout?.on('data', (chunk: string) => (out += chunk));
-    let consumerPid: number | undefined;
     try {
       // The consumer's "ready" and sh's "pid=" race each other: wait for both, in either order.
-      await waitFor(
-        () => /pid=\d+\n/.test(out) && /ready\n/.test(out),
-        10000,
-        'the consumer under sh',
-      );
-      const pid = Number(/pid=(\d+)/.exec(out)?.[1]);
-      consumerPid = pid;
+      const pid = await waitFor('the consumer under sh', () => {
+        const shown = parent.stdout.find((l) => /^pid=\d+$/.test(l));
+        return shown !== undefined && parent.stdout.includes('ready') && Number(shown.slice(4));
+      });
       const byEvent = newRelay();
       const byRead = newRelay();
       expect(byEvent.registry.register(pid)).toBe('registered');
       expect(byRead.registry.register(pid)).toBe('registered');
       process.kill(pid, 'SIGTERM');
-      await waitFor(() => taskState(pid) === 'Z', 5000, 'the zombie');
+      await waitFor('the zombie', () => taskState(pid) === 'Z', 5000);
 
       // A zombie keeps its pid: the kernel accepts the signal (and drops it), no ESRCH.
       expect(byEvent.deliverFork(70, 71)).toBe(1);
@@ -314,14 +299,8 @@ describe('registrants that exit', () => {
         'rejected',
       );
     } finally {
-      // The consumer holds sh's stdout pipe: end it too, or the pipe outlives the test.
-      const state = consumerPid === undefined ? undefined : taskState(consumerPid);
-      if (consumerPid !== undefined && state !== undefined && state !== 'Z') {
-        process.kill(consumerPid, 'SIGKILL');
-      }
-      process.kill(parent.pid, 'SIGKILL');
-      await parentExited;
-      extraPids.delete(parent.pid);
+      // The consumer holds sh's stdout pipe: it goes with the group, or the pipe outlives the test.
+      await parent.stop('SIGKILL');
     }
   });
 
@@ -361,7 +340,7 @@ describe('pid reuse', () => {
     // The stranger registers for real; a late exit event of the dead one must not drop it.
     expect(processes.store(`${pid}\n`)).toBe('accepted');
     relay.handleEvents([exitEvent(pid)]);
-    await waitFor(() => relay.counters.staleExitEvents === 1, 5000, 'the re-checks to end');
+    await waitFor('the re-checks to end', () => relay.counters.staleExitEvents === 1, 5000);
     expect(processes.show()).toBe(`${pid} \n`);
     // Only the sentinel: the fork relayed while it was not registered never reached it.
     expect(await flush(relay, stranger, 82)).toEqual([line(82, 82)]);

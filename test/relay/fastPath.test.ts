@@ -4,42 +4,28 @@
  * receives no datagram unless it listens for 'events'; registrants' exits are seen on their
  * pidfds (no exit events are subscribed); removed pidfds are closed once the worker let go.
  */
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
-import path from 'node:path';
-import { promisify } from 'node:util';
 import { ProcConnector } from '../../src/netlink/procConnector';
 import { Relay } from '../../src/relay/relay';
 import type { UnregisteredEvent } from '../../src/relay/registry';
 import {
-  compileConsumer,
-  Consumer,
-  makeTempDir,
-  parseLine,
+  compileFixture,
+  TempDir,
+  parseSignalLine,
   requireRoot,
-  stopAllConsumers,
-  TEST_SIGNAL,
+  stopAllChildren,
   waitFor,
-} from './helpers';
+  cleanupAll,
+  runForker,
+} from '../support';
+import { Consumer, TEST_SIGNAL } from './helpers';
 
-const execFileAsync = promisify(execFile);
-
-let dir: string;
 let consumerBin: string;
 let forkerBin: string;
 let relay: Relay | undefined;
 let connector: ProcConnector | undefined;
 
 /** Runs test/fixtures/forker (width, depth); returns its [parent, child] pairs. */
-async function runForker(width: number, depth: number): Promise<Array<[number, number]>> {
-  const { stdout } = await execFileAsync(forkerBin, [String(width), String(depth)]);
-  return stdout
-    .trim()
-    .split('\n')
-    .map((l) => l.split(' '))
-    .map(([, p, c]) => [Number(p), Number(c)] as [number, number]);
-}
-
 function openFds(): number {
   return fs.readdirSync('/proc/self/fd').length;
 }
@@ -69,25 +55,19 @@ async function stop(): Promise<void> {
 
 beforeAll(async () => {
   requireRoot();
-  dir = await makeTempDir();
-  consumerBin = await compileConsumer(dir);
-  forkerBin = path.join(dir, 'forker');
-  await execFileAsync('cc', [
-    '-O2',
-    '-o',
-    forkerBin,
-    path.join(__dirname, '..', 'fixtures', 'forker.c'),
+  const dir = new TempDir('relayfork-relay-').path;
+  [consumerBin, forkerBin] = await Promise.all([
+    compileFixture('rt_consumer', dir),
+    compileFixture('forker', dir),
   ]);
 });
 
 afterEach(async () => {
   await stop();
-  await stopAllConsumers();
+  await stopAllChildren();
 });
 
-afterAll(async () => {
-  if (dir !== undefined) await fs.promises.rm(dir, { recursive: true, force: true });
-});
+afterAll(cleanupAll);
 
 test('the worker relays every fork; no datagram reaches the main thread without a listener', async () => {
   const { relay, connector } = await start();
@@ -96,16 +76,16 @@ test('the worker relays every fork; no datagram reaches the main thread without 
   const parsedBefore = connector.counters.received.fork;
   const seenBefore = relay.counters.forksSeen;
 
-  const forks = await runForker(4, 2);
+  const forks = await runForker(forkerBin, 4, 2);
   const parents = new Set(forks.map(([p]) => p));
   const mine = (): Array<[number, number]> =>
     consumer.lines
-      .map(parseLine)
+      .map(parseSignalLine)
       .filter((s) => parents.has(s.pid))
       .map((s) => [s.pid, s.val]);
-  await waitFor(() => mine().length >= forks.length, 10000, 'a signal per fork');
+  await waitFor('a signal per fork', () => mine().length >= forks.length, 10000);
   expect(mine().sort()).toEqual([...forks].sort());
-  for (const line of consumer.lines.map(parseLine)) {
+  for (const line of consumer.lines.map(parseSignalLine)) {
     expect(line).toMatchObject({ sig: TEST_SIGNAL, code: -4 });
   }
   // The worker counted them; the main thread parsed none of them.
@@ -118,11 +98,11 @@ test('the worker relays every fork; no datagram reaches the main thread without 
   connector.on('events', (batch) => {
     for (const ev of batch) if (ev.kind === 'fork') seen.push(ev.childPid);
   });
-  const more = await runForker(2, 0);
+  const more = await runForker(forkerBin, 2, 0);
   await waitFor(
+    'the forks as events',
     () => more.every(([, child]) => seen.includes(child)),
     10000,
-    'the forks as events',
   );
 });
 
@@ -140,7 +120,7 @@ test('a registrant that exits is removed through its pidfd, without exit events'
   expect(event).toMatchObject({ id: consumer.pid, reason: 'exited' });
   expect(relay.counters.registrantsExited).toBe(1);
   // The pidfd is closed once the worker has acknowledged the change.
-  await waitFor(() => !(fdTarget(pidfd) ?? '').includes('pidfd'), 10000, 'the pidfd closed');
+  await waitFor('the pidfd closed', () => !(fdTarget(pidfd) ?? '').includes('pidfd'), 10000);
 });
 
 test('unregistering stops the signals, and the pidfd closes after the worker let go', async () => {
@@ -153,22 +133,22 @@ test('unregistering stops the signals, and the pidfd closes after the worker let
   relay.registry.register(control.pid);
   const pidfd = relay.registry.get(leaving.pid)?.pidfd ?? -1;
   expect(relay.registry.unregister(leaving.pid)).toBe('unregistered');
-  await waitFor(() => !(fdTarget(pidfd) ?? '').includes('pidfd'), 10000, 'the pidfd closed');
-  const forks = await runForker(3, 0);
+  await waitFor('the pidfd closed', () => !(fdTarget(pidfd) ?? '').includes('pidfd'), 10000);
+  const forks = await runForker(forkerBin, 3, 0);
   const parent = forks[0][0];
   // The control registrant is signalled in the same loop: once it has every fork of the run,
   // the worker has relayed them all, and `leaving` must have none.
   const ofRun = (c: Consumer): number =>
-    c.lines.map(parseLine).filter((s) => s.pid === parent).length;
-  await waitFor(() => ofRun(control) >= forks.length, 10000, "the control registrant's signals");
+    c.lines.map(parseSignalLine).filter((s) => s.pid === parent).length;
+  await waitFor("the control registrant's signals", () => ofRun(control) >= forks.length, 10000);
   expect(ofRun(leaving)).toBe(0);
   // Registered again, it is signalled again, so "nothing" above was not just slowness.
   relay.registry.register(leaving.pid);
-  const after = await runForker(1, 0);
+  const after = await runForker(forkerBin, 1, 0);
   await waitFor(
-    () => leaving.lines.map(parseLine).some((s) => s.val === after[0][1]),
-    10000,
     'the signal after registering again',
+    () => leaving.lines.map(parseSignalLine).some((s) => s.val === after[0][1]),
+    10000,
   );
 });
 
@@ -177,7 +157,7 @@ test('closing the relay and the connector leaves no descriptor behind', async ()
   const baseline = openFds(); // the consumers' pipes included
   const { relay } = await start();
   for (const c of consumers) relay.registry.register(c.pid);
-  await runForker(2, 0);
+  await runForker(forkerBin, 2, 0);
   await stop();
   expect(openFds()).toBe(baseline);
 });

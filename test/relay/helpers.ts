@@ -1,50 +1,20 @@
 /**
- * Test helpers for src/relay: the compiled RT-signal consumer (test/fixtures/rt_consumer.c) run
- * as real child processes, and the kernel knobs the tests need.
+ * Helpers of the src/relay tests alone: the compiled RT-signal consumer (test/fixtures/
+ * rt_consumer.c) as a real child process, and the kernel knobs the tests need. Children, waiting,
+ * fixtures and temp dirs: test/support.
  */
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { promisify } from 'node:util';
 import type { ExitEvent, ForkEvent } from '../../src/netlink/events';
-
-const execFileAsync = promisify(execFile);
+import {
+  parseSignalLine,
+  spawnChild,
+  waitFor,
+  type Child,
+  type Exit,
+  type ReceivedSignal,
+} from '../support';
 
 export const TEST_SIGNAL = 40; // glibc reserves 32 and 33
-const CONSUMER_SOURCE = path.join(__dirname, '..', 'fixtures', 'rt_consumer.c');
-
-export function requireRoot(): void {
-  if (process.getuid?.() !== 0) {
-    throw new Error('these tests signal other processes and write ns_last_pid: run them as root');
-  }
-}
-
-export async function makeTempDir(): Promise<string> {
-  return fs.promises.mkdtemp(path.join(os.tmpdir(), 'relayfork-relay-'));
-}
-
-/** Compile rt_consumer.c into `dir`; returns the binary's path. */
-export async function compileConsumer(dir: string): Promise<string> {
-  const binary = path.join(dir, 'rt_consumer');
-  await execFileAsync('cc', ['-O2', '-Wall', '-pthread', '-o', binary, CONSUMER_SOURCE]);
-  return binary;
-}
-
-export interface SignalLine {
-  sig: number;
-  code: number;
-  pid: number;
-  val: number;
-}
-
-const LINE = /^sig=(\d+) code=(-?\d+) pid=(-?\d+) val=(-?\d+)$/;
-
-export function parseLine(line: string): SignalLine {
-  const m = LINE.exec(line);
-  if (m === null) throw new Error(`unexpected consumer output: ${JSON.stringify(line)}`);
-  return { sig: Number(m[1]), code: Number(m[2]), pid: Number(m[3]), val: Number(m[4]) };
-}
 
 export interface ConsumerOptions {
   /** Extra consumer arguments (--no-read, --thread, --signal N to override TEST_SIGNAL). */
@@ -59,33 +29,12 @@ export interface ConsumerOptions {
   uid?: number;
 }
 
-/** Every consumer still running, so afterAll can end them even when a test failed. */
-const running = new Set<Consumer>();
-
-/** A running rt_consumer: its signal lines as they arrive. */
+/**
+ * A running rt_consumer (a test/support child: cleanupAll or stopAllChildren ends it): its
+ * signal lines as they arrive.
+ */
 export class Consumer {
-  readonly lines: string[] = [];
-  readonly exited: Promise<void>;
-  private hasExited = false;
-  private ready = false;
-  private partial = '';
-  private stderr = '';
-  private wake: (() => void) | undefined;
-
-  private constructor(private readonly child: ChildProcess) {
-    this.exited = new Promise((resolve) => {
-      child.once('exit', () => {
-        this.hasExited = true;
-        running.delete(this);
-        this.wake?.();
-        resolve();
-      });
-    });
-    child.stdout?.setEncoding('latin1');
-    child.stdout?.on('data', (chunk: string) => this.take(chunk));
-    child.stderr?.setEncoding('latin1');
-    child.stderr?.on('data', (chunk: string) => (this.stderr += chunk));
-  }
+  private constructor(private readonly child: Child) {}
 
   /** Spawn the consumer and wait for its "ready" line (signals blocked from then on). */
   static async start(binary: string, options: ConsumerOptions = {}): Promise<Consumer> {
@@ -97,87 +46,47 @@ export class Consumer {
     if (options.sigpending !== undefined) {
       argv = ['prlimit', `--sigpending=${options.sigpending}`, '--', ...argv];
     }
-    const child = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
-    const consumer = new Consumer(child);
-    running.add(consumer);
-    await consumer.until(() => consumer.ready, 10000, 'ready');
-    return consumer;
+    const child = spawnChild(argv[0], argv.slice(1));
+    await child.waitForLine(/^ready$/, 'stdout');
+    return new Consumer(child);
   }
 
   get pid(): number {
-    const pid = this.child.pid;
-    if (pid === undefined) throw new Error('consumer has no pid');
-    return pid;
+    return this.child.pid;
   }
 
   get alive(): boolean {
-    return !this.hasExited;
+    return this.child.running;
+  }
+
+  get exited(): Promise<Exit> {
+    return this.child.exited;
+  }
+
+  /** The signal lines so far (everything after "ready"). */
+  get lines(): string[] {
+    const out = this.child.stdout;
+    return out.slice(out.indexOf('ready') + 1);
   }
 
   /** Wait until at least `count` signal lines arrived; returns all lines so far, parsed. */
-  async waitForLines(count: number, timeoutMs = 10000): Promise<SignalLine[]> {
-    await this.until(() => this.lines.length >= count, timeoutMs, `${count} lines`);
-    return this.lines.map(parseLine);
+  async waitForLines(count: number, timeoutMs = 10000): Promise<ReceivedSignal[]> {
+    await waitFor(
+      () => `${count} lines from consumer ${this.pid} (lines: ${JSON.stringify(this.lines)})`,
+      () => {
+        if (this.lines.length >= count) return true;
+        if (!this.alive) throw new Error(`consumer ${this.pid} exited: ${this.child.output()}`);
+        return false;
+      },
+      timeoutMs,
+    );
+    return this.lines.map(parseSignalLine);
   }
 
   /** SIGTERM, then SIGKILL if it does not go; resolves once Node has reaped it. */
   async stop(): Promise<void> {
-    if (this.hasExited) return;
-    try {
-      process.kill(this.pid, 'SIGTERM');
-    } catch {
-      // already gone
-    }
-    const timer = setTimeout(() => {
-      try {
-        process.kill(this.pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }, 3000);
-    await this.exited;
-    clearTimeout(timer);
+    await this.child.stop('SIGTERM', 3000);
   }
-
-  private take(chunk: string): void {
-    this.partial += chunk;
-    let nl: number;
-    while ((nl = this.partial.indexOf('\n')) >= 0) {
-      const line = this.partial.slice(0, nl);
-      this.partial = this.partial.slice(nl + 1);
-      if (!this.ready && line === 'ready') this.ready = true;
-      else this.lines.push(line);
-    }
-    this.wake?.();
-  }
-
-  private async until(done: () => boolean, timeoutMs: number, what: string): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!done()) {
-      if (this.hasExited) {
-        throw new Error(`consumer ${this.child.pid} exited before ${what}; stderr: ${this.stderr}`);
-      }
-      const left = deadline - Date.now();
-      if (left <= 0) {
-        throw new Error(
-          `consumer ${this.child.pid}: no ${what} within ${timeoutMs} ms (lines: ${JSON.stringify(this.lines)})`,
-        );
-      }
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, Math.min(left, 100));
-        this.wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.wake = undefined;
-    }
-  }
-}
-
-/** End every consumer still running (afterAll). */
-export async function stopAllConsumers(): Promise<void> {
-  await Promise.all([...running].map((c) => c.stop()));
 }
 
 /**
@@ -254,12 +163,4 @@ export function forkEvent(
   childTgid: number,
 ): ForkEvent {
   return { kind: 'fork', cpu: 0, timestampNs: 0n, parentPid, parentTgid, childPid, childTgid };
-}
-
-export async function waitFor(done: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!done()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }

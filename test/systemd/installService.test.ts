@@ -4,22 +4,19 @@
  * reads would install the unit on this machine (test/deploy does that inside systemd-nspawn).
  */
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import {
   installServiceMessage,
   systemdReadsUnitDir,
   UNIT_NAME,
 } from '../../src/systemd/installService';
-import { CLI, execFileAsync } from '../daemon/harness';
+import { CLI, TempDir, cleanupAll, execFileAsync } from '../support';
 
 let tmp: string;
 beforeAll(() => {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'relayfork-unitdir-'));
+  tmp = new TempDir('relayfork-unitdir-').path;
 });
-afterAll(() => {
-  fs.rmSync(tmp, { recursive: true, force: true });
-});
+afterAll(cleanupAll);
 
 test('the directories systemd reads are recognised, however they are spelt', async () => {
   for (const dir of [
