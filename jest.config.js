@@ -15,6 +15,7 @@ const UNIT = [
   '<rootDir>/test/fs/mountInfo.test.ts',
   '<rootDir>/test/kubernetes/daemonset.test.ts',
   '<rootDir>/test/systemd/installService.test.ts',
+  '<rootDir>/test/systemd/fdStore.test.ts',
   '<rootDir>/test/support/support.test.ts',
 ];
 

@@ -99,7 +99,7 @@ npm install -g "./relayfork-$version.tgz" || fail "npm install -g ./relayfork-$v
 relayfork --help | grep -q install-service || fail "relayfork --help does not list install-service"
 [ -f "$(npm root -g)/relayfork/systemd/relayfork.service" ] || fail "the shipped unit is missing"
 relayfork install-service --unit-dir "$WORK/units" >/dev/null
-exec_start="ExecStart=$(command -v node) $(npm root -g)/relayfork/dist/cli.js --signal 40"
+exec_start="ExecStart=$(command -v node) $(npm root -g)/relayfork/dist/cli.js --signal 40 --fd-store"
 grep -qx "$exec_start" "$WORK/units/relayfork.service" ||
     fail "install-service wrote no '$exec_start': $(grep ExecStart= "$WORK/units/relayfork.service")"
 say "npm install -g ./relayfork-$version.tgz: relayfork on PATH, the unit shipped"

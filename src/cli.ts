@@ -66,6 +66,11 @@ export function buildProgram(): Command {
       DEFAULT_STATE_FILE,
     )
     .option('--no-state', 'keep no state: a restart starts with no registrants')
+    .option(
+      '--fd-store',
+      "under systemd (FileDescriptorStoreMax=1): keep the FUSE connection in systemd's fd store, so a restart or crash keeps the mount",
+      false,
+    )
     .action(async (opts: DaemonCliOptions) => {
       const { runDaemon } = await import('./daemon');
       process.exitCode = await runDaemon({
@@ -78,6 +83,7 @@ export function buildProgram(): Command {
         logFormat: opts.logFormat,
         receiveBufferBytes: opts.receiveBuffer,
         stateFile: opts.state,
+        fdStore: opts.fdStore,
       });
     });
 
@@ -137,6 +143,7 @@ interface DaemonCliOptions {
   logFormat?: LogFormat;
   receiveBuffer?: number;
   state: string | false;
+  fdStore: boolean;
 }
 
 if (require.main === module) {

@@ -12,7 +12,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { AttributeFs } from './fs';
+import { AdoptRefused, AttributeFs, parseHandoverName } from './fs';
 import { createLogger, type LogFormat, type LogLevel, type Logger } from './log';
 import {
   getResourceLimit,
@@ -27,6 +27,7 @@ import { Relay } from './relay/relay';
 import { checkPidfdThreadSupport } from './relay/registry';
 import { StateFile, StatePersister, restoreRegistrations } from './relay/stateFile';
 import { createStatsAttribute, statsLine, type DaemonStats } from './relay/stats';
+import { MountFdStore } from './systemd/mountFdStore';
 import { SystemdNotifier } from './systemd/notify';
 
 export interface DaemonOptions {
@@ -43,6 +44,11 @@ export interface DaemonOptions {
   stateFile: string | false;
   /** The proc connector socket's receive buffer; the library's default when undefined. */
   receiveBufferBytes?: number;
+  /**
+   * Keep the FUSE connection in systemd's fd store (FileDescriptorStoreMax= >= 1), so that a
+   * restart or a crash keeps the mount and the next start serves it on.
+   */
+  fdStore?: boolean;
 }
 
 /** glibc's SIGSETXID: reserved, neither blockable nor catchable by a glibc program. */
@@ -124,6 +130,7 @@ class Daemon {
   private unhealthy = false;
   private readonly startedAt = Date.now();
   private mounted = false;
+  private fdStore: MountFdStore | undefined;
   private statusTimer: NodeJS.Timeout | undefined;
   private stopping: Promise<void> | undefined;
   /** The process signal listeners this daemon added (and removes again; nobody else's). */
@@ -223,10 +230,21 @@ class Daemon {
         ? log.warn(notice.message)
         : log.info(notice.message),
     );
-    await tree.mount();
+    // A connection systemd kept for us (the fd store) is served on; otherwise mount.
+    const fdStore = new MountFdStore(this.notifier, {
+      store: options.fdStore === true,
+      isConnectionName: (name) => parseHandoverName(name) !== undefined,
+      isRefusal: (err) => err instanceof AdoptRefused,
+      info: (message) => log.info(message),
+      warn: (message) => log.warn(message),
+    });
+    this.fdStore = fdStore;
+    const adopted = await fdStore.adoptPassed(tree);
+    if (!adopted) await tree.mount();
     this.mounted = true;
     this.throwIfStopping();
-    log.info(`mounted ${options.mountpoint} (processes, signal ${relay.signal})`);
+    if (!adopted) log.info(`mounted ${options.mountpoint} (processes, signal ${relay.signal})`);
+    fdStore.store(tree);
 
     log.info(
       `ready: relaying forks to the processes registered in ${options.mountpoint}/processes`,
@@ -240,6 +258,14 @@ class Daemon {
       STATUS_INTERVAL_MS,
     );
     this.statusTimer.unref();
+  }
+
+  /** Unmount, or leave the mount to the next start when systemd restarts us (the fd store). */
+  private async unmount(): Promise<void> {
+    const tree = this.tree;
+    if (tree === undefined) return;
+    if (this.fdStore === undefined) return tree.close();
+    if ((await this.fdStore.stop(tree)) === 'left') this.mounted = false;
   }
 
   /** The counters of the `stats` file. */
@@ -433,7 +459,7 @@ class Daemon {
     if (this.statusTimer) clearInterval(this.statusTimer);
     if (this.relay !== undefined) this.log.info(`stats at shutdown: ${statsLine(this.stats())}`);
     const steps: Array<[string, () => Promise<void> | void]> = [
-      ['unmount', () => this.tree?.close()],
+      ['unmount', () => this.unmount()],
       ['stop saving the state', () => this.persister?.detach()],
       ['close the relay', () => this.relay?.close()],
       ['unsubscribe', () => this.connector?.close()],

@@ -35,7 +35,8 @@
  *   EOPNOTSUPP for getxattr).
  */
 import { EventEmitter } from 'node:events';
-import { constants as fsConstants } from 'node:fs';
+import { constants as fsConstants, fstatSync, readFileSync, statSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import {
   Errno,
   MNT_DETACH,
@@ -49,6 +50,7 @@ import {
   open as openSyscall,
   umount2,
 } from '../native/libc';
+import path from 'node:path';
 import type { Attribute, Caller, StoreOutcome } from './attribute';
 import { FsMountError } from './errors';
 import {
@@ -79,9 +81,22 @@ import {
   type FuseReply,
   type FuseRequest,
 } from './fuseSession';
-import { readMountInfo, topMountAt } from './mountInfo';
+import {
+  FUSE_KERNEL_MINOR_VERSION,
+  FUSE_KERNEL_VERSION,
+  FUSE_MIN_KERNEL_MINOR,
+} from './fuseProtocol';
+import {
+  abortConnection,
+  handoverName,
+  parseHandoverName,
+  treeSignature,
+  type FuseHandover,
+} from './handover';
+import { MOUNTINFO_PATH, parseMountInfo, readMountInfo, topMountAt } from './mountInfo';
 import {
   FUSE_DEVICE,
+  canonicalize,
   checkFuseDevice,
   checkRoot,
   prepareMountpoint,
@@ -138,6 +153,8 @@ export type AttributeFsNotice =
       message: string;
     }
   | { kind: 'unmounted-lazily'; mountpoint: string; message: string }
+  | { kind: 'adopted'; mountpoint: string; orphansAnswered: number; message: string }
+  | { kind: 'left-mounted'; mountpoint: string; message: string }
   | { kind: 'unmount-skipped'; mountpoint: string; message: string }
   | {
       kind: 'attribute-failed';
@@ -179,6 +196,16 @@ const ROOT_MODE = 0o755;
 const ATTR_VALID_SECONDS = 1;
 /** How long close() waits for the reader to see the connection end after a full unmount. */
 const READER_STOP_MS = 5000;
+/** How long an adopted connection has to answer a readdir of its own mount. */
+const ADOPT_PROOF_TIMEOUT_MS = 5000;
+
+/** Why a handed-over connection was not taken over (it has been aborted and closed). */
+export class AdoptRefused extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'AdoptRefused';
+  }
+}
 /** mount(2) options (fs/fuse/inode.c fuse_parse_param); see doMount(). */
 function mountData(fd: number): string {
   return `fd=${fd},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions`;
@@ -201,6 +228,9 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
   /** "major:minor" of our mount in mountinfo: how close() knows the mount there is still ours. */
   private device: string | undefined;
   private session: FuseSession | undefined;
+  /** The /dev/fuse fd while the session owns it. */
+  private fuseFd: number | undefined;
+  private readonly tree: string;
   private mounting: Promise<void> | undefined;
   private closing: Promise<void> | undefined;
 
@@ -254,6 +284,10 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
       this.byName.set(name, node);
       this.dirEntries.push({ ino, name, type: DT_REG });
     }
+    this.tree = treeSignature(
+      fsName,
+      [...this.nodes.values()].map((n) => ({ name: n.name, mode: n.attr.mode })),
+    );
   }
 
   /** The directory mounted on (absolute and symlink-free once mounted). */
@@ -299,6 +333,189 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
     return this.closing;
   }
 
+  /**
+   * The live connection for a successor (systemd's fd store): the /dev/fuse fd, still owned by
+   * this tree, and a name describing it (./handover.ts). undefined before mount or after close.
+   */
+  handover(): FuseHandover | undefined {
+    const protocol = this.session?.protocol;
+    if (this.fuseFd === undefined || protocol === undefined || this.device === undefined) {
+      return undefined;
+    }
+    const name = handoverName({
+      protocolMajor: protocol.kernelMajor,
+      protocolMinor: protocol.minor,
+      device: this.device,
+      tree: this.tree,
+    });
+    return { fd: this.fuseFd, name };
+  }
+
+  /**
+   * Serve a connection a previous server handed over instead of mounting: the mount stays where
+   * it is, and callers waiting on it are answered by this tree from now on. Checks first that
+   * the fd is /dev/fuse, that the name describes this tree and a protocol this code speaks, and
+   * that the mount at the mountpoint is that connection's; then proves it with a readdir of the
+   * mount that this session must answer. On any failure the connection is aborted (its mount
+   * turns stale, so mount() can clear it) and the fd closed, and AdoptRefused says why.
+   */
+  adopt(handover: FuseHandover): Promise<void> {
+    if (this.closing !== undefined || this.mounting !== undefined) {
+      throw new TypeError('AttributeFs.adopt: the tree is already mounted or closed');
+    }
+    const attempt = this.doAdopt(handover);
+    this.mounting = attempt;
+    // A refusal leaves the tree unmounted, ready for mount().
+    attempt.catch(() => {
+      if (this.mounting === attempt) this.mounting = undefined;
+    });
+    return attempt;
+  }
+
+  /**
+   * Stop serving but leave the mount and its connection as they are, for a successor that got
+   * the fd (systemd's fd store): callers' requests wait in the kernel until it reads them.
+   * Idempotent, and close() afterwards does nothing.
+   */
+  leaveMounted(): Promise<void> {
+    this.closing ??= (async () => {
+      if (this.mounting !== undefined) await this.mounting.catch(() => undefined);
+      const session = this.session;
+      this.session = undefined;
+      if (session === undefined) return;
+      // Every request the reader took gets its answer; the rest wait in the kernel for the
+      // next process.
+      await session.stopReading();
+      this.emit('notice', {
+        kind: 'left-mounted',
+        mountpoint: this.mountpoint,
+        message: `left ${this.mountpoint} mounted for the next start (its connection is in systemd's fd store)`,
+      });
+    })();
+    return this.closing;
+  }
+
+  private async doAdopt({ fd, name }: FuseHandover): Promise<void> {
+    const described = parseHandoverName(name);
+    // No stat, realpath or lookup of the mountpoint itself: the mount is served by this very fd,
+    // and nobody reads it until the session below starts.
+    const target = await canonicalize(path.resolve(this.requested)).catch(() => undefined);
+    const refuse = (why: string): never => {
+      if (described !== undefined) this.abandonConnection(described.device, target);
+      try {
+        closeFd(fd);
+      } catch {
+        // Already closed.
+      }
+      throw new AdoptRefused(why);
+    };
+    if (described === undefined) return refuse(`${JSON.stringify(name)} names no FUSE connection`);
+    if (described.tree !== this.tree) {
+      return refuse('it served another set of files (a different version or options)');
+    }
+    if (
+      described.protocolMajor !== FUSE_KERNEL_VERSION ||
+      described.protocolMinor < FUSE_MIN_KERNEL_MINOR ||
+      described.protocolMinor > FUSE_KERNEL_MINOR_VERSION
+    ) {
+      return refuse(
+        `it speaks FUSE ${described.protocolMajor}.${described.protocolMinor}, which this version does not`,
+      );
+    }
+    try {
+      if (fstatSync(fd).rdev !== statSync(FUSE_DEVICE).rdev) {
+        return refuse(`it is not ${FUSE_DEVICE}`);
+      }
+    } catch (err) {
+      return refuse(`fd ${fd} cannot be examined (${String(err)})`);
+    }
+    const top = target === undefined ? undefined : topMountAt(await readMountInfo(), target);
+    if (
+      target === undefined ||
+      top === undefined ||
+      top.fsType !== `fuse.${this.options.fsName}` ||
+      top.device !== described.device
+    ) {
+      return refuse(`the mount at ${this.requested} is not the one it served`);
+    }
+    const protocol: FuseProtocolInfo = {
+      kernelMajor: described.protocolMajor,
+      kernelMinor: described.protocolMinor,
+      minor: described.protocolMinor,
+      requestTimeoutSeconds: 0,
+      kernelHasRequestTimeout: false,
+    };
+    // Handles of the previous server may still be open in the kernel: number ours from a
+    // different base, so an old fh never names one of our open files.
+    this.lastHandle = (Date.now() % 2 ** 20) * 2 ** 32;
+    const session = this.startSession(fd, target, protocol);
+    const before = session.counters.requests;
+    let timer: NodeJS.Timeout | undefined;
+    const proved = await Promise.race([
+      readdir(target).then(
+        () => session.counters.requests > before,
+        () => false,
+      ),
+      new Promise<false>((resolve) => (timer = setTimeout(resolve, ADOPT_PROOF_TIMEOUT_MS, false))),
+    ]);
+    clearTimeout(timer);
+    if (!proved) {
+      this.session = undefined;
+      this.fuseFd = undefined;
+      this.mounted = undefined;
+      this.abandonConnection(described.device, target);
+      session.unref();
+      await session.waitForEnd(READER_STOP_MS);
+      throw new AdoptRefused(`a readdir of ${target} was not answered through it`);
+    }
+    this.device = described.device;
+    this.emit('notice', {
+      kind: 'adopted',
+      mountpoint: target,
+      orphansAnswered: session.counters.orphansAnswered,
+      message:
+        `took over the mount at ${target} from the previous run (FUSE ${protocol.kernelMajor}.${protocol.minor})` +
+        (session.counters.orphansAnswered > 0
+          ? `; ${session.counters.orphansAnswered} requests it had left unanswered got EIO`
+          : ''),
+    });
+  }
+
+  /**
+   * A connection not taken over must not keep its mount waiting for a server: abort it through
+   * fusectl (its callers get ENOTCONN, the mount turns stale, systemd drops its copy), or where
+   * fusectl is not mounted, detach its mount from the mountpoint, if it is there (the kernel
+   * ends the connection once the mount's last user and the last fd are gone).
+   */
+  private abandonConnection(device: string, mountpoint: string | undefined): void {
+    if (abortConnection(device) || mountpoint === undefined) return;
+    try {
+      const top = topMountAt(parseMountInfo(readFileSync(MOUNTINFO_PATH, 'utf8')), mountpoint);
+      if (top?.device === device) umount2(mountpoint, MNT_DETACH);
+    } catch {
+      // Best effort: mount() then reports whatever is left at the mountpoint.
+    }
+  }
+
+  /** Serve `fd` for the mount at `mountpoint`: the session, its problems as notices. */
+  private startSession(fd: number, mountpoint: string, adopted?: FuseProtocolInfo): FuseSession {
+    this.mounted = mountpoint;
+    this.fuseFd = fd;
+    const session = new FuseSession(fd, this.filesystem(), {
+      maxWrite: FUSE_MAX_WRITE,
+      requestTimeoutSeconds: this.options.requestTimeoutSeconds,
+      adopted,
+    });
+    this.session = session;
+    session.on('problem', (message, error) =>
+      this.safeEmit({ kind: 'fuse-problem', error, message }),
+    );
+    void session.ended.then(() => {
+      if (this.session === session || this.session === undefined) this.fuseFd = undefined;
+    });
+    return session;
+  }
+
   private async doMount(): Promise<void> {
     checkRoot();
     await checkFuseDevice();
@@ -331,15 +548,7 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
         { cause: err },
       );
     }
-    this.mounted = prepared.path;
-    const session = new FuseSession(fd, this.filesystem(), {
-      maxWrite: FUSE_MAX_WRITE,
-      requestTimeoutSeconds: this.options.requestTimeoutSeconds,
-    });
-    this.session = session;
-    session.on('problem', (message, error) =>
-      this.safeEmit({ kind: 'fuse-problem', error, message }),
-    );
+    const session = this.startSession(fd, prepared.path);
     let protocol: FuseProtocolInfo;
     try {
       protocol = await session.init();

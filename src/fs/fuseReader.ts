@@ -8,9 +8,14 @@
  * the connection does: read(2) fails ENODEV once the mount is gone and every open file on it is
  * closed (fuse_abort_conn / fuse_conn_destroy), and then the worker exits; the main thread owns
  * the fd and closes it after the worker's 'ended'.
+ *
+ * It can also be asked to stop while the connection lives on (a hand-over to the next process):
+ * it waits in poll(2) on the device and a stop eventfd, so a stop never interrupts a request
+ * between its read and its hand-off; it then posts 'stopped', after every request it read.
  */
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
-import { Errno, readOrErrno } from '../native/libc';
+import { Errno, POLLIN, poll, readOrErrno } from '../native/libc';
+import { POLLFD } from '../native/structs';
 
 export const FUSE_READER_ROLE = 'relayfork-fuse-reader';
 
@@ -21,19 +26,37 @@ export interface FuseReaderData {
   fd: number;
   /** read(2) buffer size: at least FUSE_MIN_READ_BUFFER and a WRITE of max_write bytes. */
   bufferBytes: number;
+  /** An eventfd (owned by the main thread); readable = stop reading, leave the connection. */
+  stopFd: number;
 }
 
 /** Messages from the reader to the main thread. */
 export type FuseReaderMessage =
   | { type: 'request'; buffer: ArrayBuffer }
   | { type: 'ended' }
+  | { type: 'stopped' }
   | { type: 'fatal'; message: string; code?: string };
 
 export function runReader(data: FuseReaderData, port: MessagePort): void {
   const buf = Buffer.alloc(data.bufferBytes);
+  const fds = Buffer.alloc(2 * POLLFD.SIZE);
+  fds.writeInt32LE(data.fd, POLLFD.FD);
+  fds.writeInt16LE(POLLIN, POLLFD.EVENTS);
+  fds.writeInt32LE(data.stopFd, POLLFD.SIZE + POLLFD.FD);
+  fds.writeInt16LE(POLLIN, POLLFD.SIZE + POLLFD.EVENTS);
   for (;;) {
     let n: number;
     try {
+      fds.writeInt16LE(0, POLLFD.REVENTS);
+      fds.writeInt16LE(0, POLLFD.SIZE + POLLFD.REVENTS);
+      // -1: no timeout. EINTR returns 0 with no revents: the loop polls again.
+      poll(fds, -1);
+      if (fds.readInt16LE(POLLFD.SIZE + POLLFD.REVENTS) !== 0) {
+        port.postMessage({ type: 'stopped' } satisfies FuseReaderMessage);
+        return;
+      }
+      // Readable, or POLLERR once the connection is aborted: read(2) then says ENODEV.
+      if (fds.readInt16LE(POLLFD.REVENTS) === 0) continue;
       n = readOrErrno(data.fd, buf);
     } catch (err) {
       const code = (err as { code?: unknown }).code;

@@ -16,7 +16,14 @@
 import { EventEmitter } from 'node:events';
 import type { Worker } from 'node:worker_threads';
 import path from 'node:path';
-import { Errno, close as closeFd, writeOrErrno } from '../native/libc';
+import {
+  EFD_CLOEXEC,
+  Errno,
+  close as closeFd,
+  eventfd,
+  write as writeFd,
+  writeOrErrno,
+} from '../native/libc';
 import { startWorker } from '../native/workerThread';
 import {
   FUSE_KERNEL_MINOR_VERSION,
@@ -53,7 +60,22 @@ export interface FuseSessionOptions {
   maxWrite: number;
   /** Seconds (1..65535) the kernel may wait for any reply before aborting the connection; 0: none. */
   requestTimeoutSeconds: number;
+  /**
+   * The fd is a connection another process initialised and served (handed over through the
+   * systemd fd store): no FUSE_INIT will come, and this is what it settled.
+   */
+  adopted?: FuseProtocolInfo;
 }
+
+/**
+ * How many request ids below the first one an adopted session reads are answered EIO (see
+ * answerOrphans). The previous server can have read at most as many requests as it had
+ * queued for its main thread when it died; ids advance by FUSE_REQ_ID_STEP = 2.
+ */
+export const ORPHAN_SCAN_REQUESTS = 1024;
+/** fs/fuse/fuse_dev_i.h (Linux 6.x): ordinary requests have even ids, interrupts set bit 0. */
+const FUSE_REQ_ID_STEP = 2n;
+const FUSE_INT_REQ_BIT = 1n;
 
 /** What FUSE_INIT settled. */
 export interface FuseProtocolInfo {
@@ -146,9 +168,22 @@ export function negotiateInit(
 
 export class FuseSession extends EventEmitter<FuseSessionEvents> {
   /** Requests answered or consumed, per opcode (for tests and the curious). */
-  readonly counters = { requests: 0, interrupts: 0, forgets: 0, refusedReplies: 0 };
+  readonly counters = {
+    requests: 0,
+    interrupts: 0,
+    forgets: 0,
+    refusedReplies: 0,
+    /** Requests the previous server read and never answered, answered EIO after adoption. */
+    orphansAnswered: 0,
+  };
+  /** Adopted and no request read yet: the first one tells which ids may be orphans. */
+  private orphansPending: boolean;
   private readonly worker: Worker;
   private fdOpen = true;
+  /** Readable = the reader stops (see stopReading); closed when the reader has exited. */
+  private readonly stopFd: number;
+  private stopped: Promise<void> | undefined;
+  private resolveStopped: (() => void) | undefined;
   private initDone: FuseProtocolInfo | undefined;
   private readonly initialized: Promise<FuseProtocolInfo>;
   private settleInit: { resolve: (p: FuseProtocolInfo) => void; reject: (e: Error) => void };
@@ -161,6 +196,7 @@ export class FuseSession extends EventEmitter<FuseSessionEvents> {
     private readonly options: FuseSessionOptions,
   ) {
     super();
+    this.orphansPending = options.adopted !== undefined;
     let settle!: typeof this.settleInit;
     this.initialized = new Promise<FuseProtocolInfo>((resolve, reject) => {
       settle = { resolve, reject };
@@ -168,12 +204,24 @@ export class FuseSession extends EventEmitter<FuseSessionEvents> {
     // A refusal with nobody awaiting yet must not become an unhandled rejection.
     this.initialized.catch(() => undefined);
     this.settleInit = settle;
-    const data: FuseReaderData = { role: FUSE_READER_ROLE, fd, bufferBytes: READ_BUFFER_BYTES };
+    if (options.adopted !== undefined) {
+      this.initDone = options.adopted;
+      settle.resolve(options.adopted);
+    }
+    this.stopFd = eventfd(0, EFD_CLOEXEC);
+    const data: FuseReaderData = {
+      role: FUSE_READER_ROLE,
+      fd,
+      bufferBytes: READ_BUFFER_BYTES,
+      stopFd: this.stopFd,
+    };
     this.worker = startWorker(READER_ENTRY, data);
     this.worker.on('message', (message: FuseReaderMessage) => this.onMessage(message));
     this.ended = new Promise<void>((resolve) => {
       this.worker.once('exit', () => {
         this.closeFd();
+        closeFd(this.stopFd);
+        this.resolveStopped?.();
         this.settleInit.reject(new FuseInitError('the FUSE connection ended before FUSE_INIT'));
         resolve();
       });
@@ -190,6 +238,26 @@ export class FuseSession extends EventEmitter<FuseSessionEvents> {
 
   get protocol(): FuseProtocolInfo | undefined {
     return this.initDone;
+  }
+
+  /**
+   * Stop taking requests off the connection and leave it open for another process that holds
+   * it (a hand-over): every request the reader took is answered first. Resolves when the reader
+   * has stopped (or the connection has ended). This process's fd is closed; the kernel keeps the
+   * connection for as long as another fd to it is open.
+   */
+  stopReading(): Promise<void> {
+    this.stopped ??= new Promise<void>((resolve) => {
+      this.resolveStopped = resolve;
+      const one = Buffer.alloc(8);
+      one.writeBigUInt64LE(1n);
+      try {
+        writeFd(this.stopFd, one);
+      } catch {
+        resolve(); // the reader is gone already: nothing left to stop
+      }
+    });
+    return this.stopped;
   }
 
   /** Let the process exit while a detached mount is still being served. */
@@ -232,7 +300,8 @@ export class FuseSession extends EventEmitter<FuseSessionEvents> {
     else if (message.type === 'fatal') {
       this.emit('problem', `the FUSE reader stopped: ${message.message}`);
     }
-    // 'ended': the worker exits next; its 'exit' closes the fd.
+    // 'ended', 'stopped': the worker exits next; its 'exit' closes the fd. Messages arrive in
+    // order, so every request it read has been answered by then.
   }
 
   private onRequest(buf: Buffer): void {
@@ -242,6 +311,7 @@ export class FuseSession extends EventEmitter<FuseSessionEvents> {
       return;
     }
     this.counters.requests++;
+    if (this.orphansPending) this.answerOrphans(header.unique);
     const body = buf.subarray(IN_HEADER.SIZE, header.len);
     switch (header.opcode) {
       case Opcode.INIT:
@@ -288,6 +358,26 @@ export class FuseSession extends EventEmitter<FuseSessionEvents> {
     if (outcome.kind === 'reply') {
       this.initDone = outcome.done;
       this.settleInit.resolve(outcome.done);
+    }
+  }
+
+  /**
+   * After a hand-over, requests the previous server had read but not answered when it stopped
+   * (killed between its read(2) and its reply) wait for a reply that would never come, and with
+   * a request timeout the kernel would then abort the whole connection. The kernel queues
+   * requests in id order (fs/fuse/dev.c: ids from fuse_get_unique, pending list FIFO), so they
+   * all have ids below the first request this session reads: each such id gets EIO; an id
+   * already answered or never used is refused with ENOENT, which costs nothing.
+   */
+  private answerOrphans(firstUnique: bigint): void {
+    this.orphansPending = false;
+    const first = firstUnique & ~FUSE_INT_REQ_BIT;
+    for (let i = 1n; i <= BigInt(ORPHAN_SCAN_REQUESTS); i++) {
+      const unique = first - i * FUSE_REQ_ID_STEP;
+      if (unique <= 0n) break;
+      if (!this.fdOpen) return;
+      const n = writeOrErrno(this.fd, encodeReply(unique, -Errno.EIO));
+      if (n >= 0) this.counters.orphansAnswered++;
     }
   }
 

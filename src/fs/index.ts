@@ -4,6 +4,7 @@
  */
 export type { Attribute, Caller, StoreErrno, StoreFailure, StoreOutcome } from './attribute';
 export {
+  AdoptRefused,
   AttributeFs,
   DEFAULT_FILE_MODE,
   DEFAULT_REQUEST_TIMEOUT_SECONDS,
@@ -16,6 +17,12 @@ export {
   type AttributeFsNotice,
   type AttributeFsOptions,
 } from './attributeFs';
+export {
+  abortConnection,
+  parseHandoverName,
+  type FuseHandover,
+  type HandoverDescription,
+} from './handover';
 export { FsMountError, type FsMountErrorCode } from './errors';
 export { checkFuseDevice, checkRoot, prepareMountpoint, type MountpointNotice } from './preflight';
 export type { FuseProtocolInfo } from './fuseSession';

@@ -141,7 +141,7 @@ export async function prepareMountpoint(mountpoint: string): Promise<PreparedMou
  * path lookup through a stale FUSE mount fails ENOTCONN. Missing parents are left as they are
  * (createDirectory makes them).
  */
-async function canonicalize(wanted: string): Promise<string> {
+export async function canonicalize(wanted: string): Promise<string> {
   try {
     return path.join(await realpath(path.dirname(wanted)), path.basename(wanted));
   } catch (err) {

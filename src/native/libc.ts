@@ -10,6 +10,7 @@
  */
 import koffi from 'koffi';
 import util from 'node:util';
+import { CMSGHDR } from './structs';
 
 const libc = koffi.load('libc.so.6');
 
@@ -74,6 +75,21 @@ export const Errno = {
   ECONNREFUSED: 111,
 } as const;
 
+// struct iovec and struct msghdr (include/linux/socket.h, LP64) for sendmsg(2): koffi lays them
+// out; their pointer members take Buffers, used in place for the call.
+// Anonymous types: jest loads this module once per test file into one process, and koffi's type
+// names are process-wide.
+const IOVEC = koffi.struct({ base: 'void *', len: 'size_t' });
+const MSGHDR = koffi.struct({
+  name: 'void *',
+  namelen: 'uint32_t',
+  iov: koffi.pointer(IOVEC),
+  iovlen: 'size_t',
+  control: 'void *',
+  controllen: 'size_t',
+  flags: 'int',
+});
+
 // ---------------------------------------------------------------------------------------------
 // Raw prototypes. `long` is ssize_t on LP64 Linux.
 
@@ -117,6 +133,9 @@ const c = {
   // SIG_IGN (1) are ever passed, so it travels as a pointer-sized integer.
   signal: libc.func('intptr_t signal(int signum, intptr_t handler)'),
   prlimit: libc.func('int prlimit(int pid, int resource, void *newLimit, void *oldLimit)'),
+  sendmsg: libc.func('sendmsg', 'long', ['int', koffi.pointer(MSGHDR), 'int']),
+  // fcntl(2) is variadic in C; only F_GETFD/F_SETFD with an int are used.
+  fcntl: libc.func('int fcntl(int fd, int cmd, ...)'),
 };
 
 function check(syscall: string, ret: number | bigint, path?: string): number {
@@ -139,6 +158,9 @@ export const SO_RCVBUFFORCE = 33;
 export const SO_MEMINFO = 55;
 export const MSG_DONTWAIT = 0x40;
 export const MSG_TRUNC = 0x20;
+export const MSG_NOSIGNAL = 0x4000;
+/** SCM_RIGHTS (include/linux/socket.h): the cmsg_type that passes fds. */
+export const SCM_RIGHTS = 1;
 
 export function socket(domain: number, type: number, protocol: number): number {
   return check('socket', c.socket(domain, type, protocol));
@@ -218,6 +240,33 @@ export function getsockoptBuffer(fd: number, level: number, optname: number, out
   return len[0];
 }
 
+/**
+ * sendmsg(2) of one datagram `data` to `addr` (or the connected peer when null), passing `fds`
+ * as SCM_RIGHTS ancillary data: the receiver gets its own duplicates of them (sd_notify's
+ * FDSTORE=1). Returns the bytes sent.
+ */
+export function sendWithFds(fd: number, data: Buffer, addr: Buffer | null, fds: number[]): number {
+  let control: Buffer | null = null;
+  if (fds.length > 0) {
+    const payload = fds.length * 4;
+    control = Buffer.alloc(CMSGHDR.SIZE + Math.ceil(payload / 8) * 8); // CMSG_SPACE
+    control.writeBigUInt64LE(BigInt(CMSGHDR.SIZE + payload), CMSGHDR.LEN); // CMSG_LEN
+    control.writeInt32LE(SOL_SOCKET, CMSGHDR.LEVEL);
+    control.writeInt32LE(SCM_RIGHTS, CMSGHDR.TYPE);
+    fds.forEach((f, i) => control!.writeInt32LE(f, CMSGHDR.SIZE + i * 4));
+  }
+  const msg = {
+    name: addr,
+    namelen: addr?.length ?? 0,
+    iov: { base: data, len: data.length },
+    iovlen: 1,
+    control,
+    controllen: control?.length ?? 0,
+    flags: 0,
+  };
+  return check('sendmsg', c.sendmsg(fd, msg, MSG_NOSIGNAL));
+}
+
 export const SOCK_SEQPACKET = 5;
 
 /** socketpair(2); returns both fds. */
@@ -229,6 +278,27 @@ export function socketpair(domain: number, type: number, protocol: number): [num
 
 export function close(fd: number): void {
   check('close', c.close(fd));
+}
+
+const F_GETFD = 1;
+const F_SETFD = 2;
+const FD_CLOEXEC = 1;
+const F_DUPFD_CLOEXEC = 1030;
+
+/** dup(2) with FD_CLOEXEC: a second fd for the same open file description. */
+export function duplicateFd(fd: number): number {
+  return check('fcntl', c.fcntl(fd, F_DUPFD_CLOEXEC, 'int', 3));
+}
+
+/** Set FD_CLOEXEC on an inherited fd (sd_listen_fds does the same), so children never get it. */
+export function setCloseOnExec(fd: number): void {
+  const flags = check('fcntl', c.fcntl(fd, F_GETFD, 'int', 0));
+  check('fcntl', c.fcntl(fd, F_SETFD, 'int', flags | FD_CLOEXEC));
+}
+
+/** True when `fd` has FD_CLOEXEC set. */
+export function isCloseOnExec(fd: number): boolean {
+  return (check('fcntl', c.fcntl(fd, F_GETFD, 'int', 0)) & FD_CLOEXEC) !== 0;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -54,6 +54,17 @@ export const SOCKADDR_UN = {
   PATH_SIZE: 108,
 } as const;
 
+/**
+ * struct cmsghdr (include/linux/socket.h, LP64): size_t cmsg_len; int cmsg_level; int cmsg_type;
+ * then the data, at CMSG_DATA = 16 (the header is already 8-aligned).
+ */
+export const CMSGHDR = {
+  SIZE: 16,
+  LEN: 0,
+  LEVEL: 8,
+  TYPE: 12,
+} as const;
+
 /** struct sockaddr_nl (include/uapi/linux/netlink.h). */
 export const SOCKADDR_NL = {
   SIZE: 12,

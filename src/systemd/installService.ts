@@ -124,7 +124,7 @@ export async function installService(options: InstallServiceOptions = {}): Promi
   const unitDir = path.resolve(options.unitDir ?? DEFAULT_UNIT_DIR);
   const unit = renderUnit(
     await fs.readFile(UNIT_TEMPLATE_PATH, 'utf8'),
-    `${command} --signal ${signal}`,
+    `${command} --signal ${signal} --fd-store`,
   );
 
   await fs.mkdir(unitDir, { recursive: true });

@@ -22,6 +22,7 @@ import {
   SOCK_DGRAM,
   SOCK_NONBLOCK,
   close as closeFd,
+  sendWithFds,
   sendto,
   socket,
 } from '../native/libc';
@@ -108,6 +109,32 @@ export class SystemdNotifier {
     }
   }
 
+  /**
+   * FDSTORE=1 with FDNAME=`name`: hand systemd duplicates of `fds` to keep for this service and
+   * pass back to its next start (sd_pid_notify_with_fds(3); LISTEN_FDS / LISTEN_FDNAMES, see
+   * ./listenFds.ts). systemd accepts them only with FileDescriptorStoreMax= > 0 in the unit, and
+   * drops one by itself once it reports POLLERR or POLLHUP (systemd 252 src/core/service.c
+   * on_fd_store_io), as /dev/fuse does when its connection ends. Returns true when sent.
+   */
+  storeFds(name: string, fds: number[]): boolean {
+    if (!isValidFdName(name)) throw new TypeError(`not a valid FDNAME: ${JSON.stringify(name)}`);
+    if (this.address === undefined || this.closed) return false;
+    try {
+      this.fd ??= socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+      sendWithFds(this.fd, Buffer.from(`FDSTORE=1\nFDNAME=${name}`, 'utf8'), this.address, fds);
+      return true;
+    } catch {
+      this.failedSends++;
+      return false;
+    }
+  }
+
+  /** FDSTOREREMOVE=1: systemd closes the fds it keeps under `name`. */
+  removeStoredFds(name: string): boolean {
+    if (!isValidFdName(name)) throw new TypeError(`not a valid FDNAME: ${JSON.stringify(name)}`);
+    return this.notify(`FDSTOREREMOVE=1\nFDNAME=${name}`);
+  }
+
   /** READY=1: start-up finished (the mount is live and the proc connector proved itself). */
   ready(status?: string): boolean {
     return this.notify(status === undefined ? 'READY=1' : `READY=1\nSTATUS=${oneLine(status)}`);
@@ -187,6 +214,14 @@ export class SystemdNotifier {
       }
     }
   }
+}
+
+/**
+ * An FDNAME systemd accepts (fdname_is_valid, systemd 252 src/basic/fd-util.c): 1..255 printable
+ * ASCII characters, no ':' (the separator of LISTEN_FDNAMES).
+ */
+export function isValidFdName(name: string): boolean {
+  return /^[\x21-\x39\x3b-\x7e]{1,255}$/.test(name);
 }
 
 /** WATCHDOG_USEC as a positive integer, if it is meant for this process (sd_watchdog_enabled). */

@@ -265,6 +265,100 @@ describe('a probe with the unit sandbox', () => {
   });
 });
 
+describe('the fd store: systemd keeps the FUSE connection across restarts (relayfork --fd-store)', () => {
+  const UNIT = 'relayfork-fdstore';
+  const MOUNT = '/run/relayfork-fdstore';
+  const READS = '/run/relayfork-fdstore-reads';
+
+  /** The probe's STATUS= ("adopted=... device=...") and pid, once active with a new pid. */
+  async function active(
+    previousPid?: string,
+  ): Promise<{ adopted: string; device: string; pid: string }> {
+    const deadline = Date.now() + 30000;
+    for (;;) {
+      const v = await show(UNIT, 'ActiveState', 'StatusText', 'MainPID', 'NFileDescriptorStore');
+      const m = /^adopted=(\w+) device=(\S+)$/.exec(v.StatusText ?? '');
+      if (v.ActiveState === 'active' && m && v.MainPID !== previousPid && v.MainPID !== '0') {
+        expect(v.NFileDescriptorStore).toBe('1');
+        return { adopted: m[1], device: m[2], pid: v.MainPID };
+      }
+      if (Date.now() > deadline) throw new Error(`${UNIT} not active again: ${JSON.stringify(v)}`);
+      await sleep(300);
+    }
+  }
+
+  async function mountDevice(): Promise<string | undefined> {
+    const info = await inContainer('cat', '/proc/1/mountinfo');
+    return info
+      .split('\n')
+      .map((l) => l.split(' '))
+      .filter((f) => f[4] === MOUNT)
+      .map((f) => f[2])
+      .pop();
+  }
+
+  beforeAll(async () => {
+    const template = fs.readFileSync(UNIT_TEMPLATE_PATH, 'utf8');
+    const probe = `/usr/bin/node ${CT_PROJECT}/test/deploy/fixtures/fdstore-probe.js ${CT_PROJECT} ${MOUNT}`;
+    // The shipped unit (its sandbox, FileDescriptorStoreMax=1), a 1 s restart delay.
+    const unit = renderUnit(template, probe).replace(/^RestartSec=.*$/m, 'RestartSec=1s');
+    expect(unit).toMatch(/^FileDescriptorStoreMax=1$/m);
+    fs.writeFileSync(path.join(tmp, `${UNIT}.service`), unit);
+    await inContainer('cp', `${CT_TEST}/${UNIT}.service`, '/etc/systemd/system/');
+    await inContainer('systemctl', 'daemon-reload');
+  });
+
+  afterAll(async () => {
+    await stopAndForget('relayfork-fdstore-reader').catch(() => undefined);
+    await stopAndForget(UNIT).catch(() => undefined);
+  });
+
+  test('systemctl restart and kill -9 keep the mount; no read fails ENOTCONN; stop unmounts', async () => {
+    await timed('fd-store probe start', () => inContainer('systemctl', 'start', UNIT));
+    const first = await active();
+    expect(first.adopted).toBe('false');
+    expect(await mountDevice()).toBe(first.device);
+
+    // A reader of the mount for the whole test, each read's outcome in a file.
+    await inContainer(
+      'systemd-run',
+      '--unit=relayfork-fdstore-reader',
+      'sh',
+      '-c',
+      `while :; do if p=$(cat ${MOUNT}/pid 2>&1); then echo "ok $p"; else echo "fail $p"; fi >> ${READS}; sleep 0.05; done`,
+    );
+
+    await timed('systemctl restart (fd store)', () => inContainer('systemctl', 'restart', UNIT));
+    const second = await active(first.pid);
+    expect(second).toMatchObject({ adopted: 'true', device: first.device });
+
+    await inContainer('systemctl', 'kill', '--signal=KILL', UNIT);
+    const third = await active(second.pid);
+    expect(third).toMatchObject({ adopted: 'true', device: first.device });
+    expect(await mountDevice()).toBe(first.device);
+    await sleep(1000);
+    await inContainer('systemctl', 'stop', 'relayfork-fdstore-reader');
+
+    const reads = (await inContainer('cat', READS)).trim().split('\n');
+    // Every server answered in turn, through the one mount.
+    for (const pid of [first.pid, second.pid, third.pid]) expect(reads).toContain(`ok ${pid}`);
+    // Never ENOTCONN; a read the killed probe had taken and not answered gets EIO at most.
+    const failures = reads.filter((l) => !l.startsWith('ok '));
+    expect(failures.filter((l) => !/Input\/output error/.test(l))).toEqual([]);
+
+    const journal = await inContainer('journalctl', '--no-pager', '-o', 'cat', '-u', UNIT);
+    expect(journal).toMatch(/left .* mounted for the next start/);
+    expect(journal).toMatch(/took over the mount at/);
+
+    await inContainer('systemctl', 'stop', UNIT);
+    expect(await show(UNIT, 'ActiveState', 'NFileDescriptorStore')).toEqual({
+      ActiveState: 'inactive',
+      NFileDescriptorStore: '0',
+    });
+    expect(await mountDevice()).toBeUndefined();
+  });
+});
+
 describe('the daemon as a service, in a pid namespace of its own', () => {
   afterEach(async () => {
     await stopAndForget('relayfork').catch(() => undefined);
@@ -337,13 +431,13 @@ describe('the daemon as a service, in a pid namespace of its own', () => {
     ).trim();
     expect(unitPath).toBe('/etc/systemd/system/relayfork.service');
     expect(await inContainer('grep', '^ExecStart=', unitPath)).toBe(
-      `ExecStart=/usr/bin/node ${CT_PROJECT}/dist/cli.js --signal 40\n`,
+      `ExecStart=/usr/bin/node ${CT_PROJECT}/dist/cli.js --signal 40 --fd-store\n`,
     );
     expect(await inContainer('systemd-analyze', 'verify', unitPath)).toBe('');
 
     const { status, journal } = await startExpectingNamespaceFailure();
     expect(daemonError(journal)._CMDLINE).toBe(
-      `/usr/bin/node ${CT_PROJECT}/dist/cli.js --signal 40`,
+      `/usr/bin/node ${CT_PROJECT}/dist/cli.js --signal 40 --fd-store`,
     );
     expect(status).toMatch(NAMESPACE_STATUS);
     expect(status).toMatch(/Active: failed \(Result: exit-code\)/);
@@ -383,7 +477,7 @@ describe('the daemon as a service, in a pid namespace of its own', () => {
 
     const { status, journal } = await startExpectingNamespaceFailure();
     // systemd found `relayfork` on its search path: the global install's bin (a node script).
-    expect(daemonError(journal)._CMDLINE).toBe('node /usr/bin/relayfork --signal 40');
+    expect(daemonError(journal)._CMDLINE).toBe('node /usr/bin/relayfork --signal 40 --fd-store');
     expect(status).toMatch(NAMESPACE_STATUS);
   });
 });

@@ -53,7 +53,7 @@ test('install-service writes the shipped unit with ExecStart = this node + this 
   const template = fs.readFileSync(UNIT_TEMPLATE_PATH, 'utf8');
   // Only the ExecStart= line differs from the shipped unit.
   const changed = unitLines(unit).filter((line, i) => line !== unitLines(template)[i]);
-  expect(changed).toEqual([`ExecStart=${process.execPath} ${CLI} --signal 40`]);
+  expect(changed).toEqual([`ExecStart=${process.execPath} ${CLI} --signal 40 --fd-store`]);
   expect(unitLines(unit)).toHaveLength(unitLines(template).length);
 
   expect(await verify(written)).toBe('');
@@ -70,7 +70,9 @@ test('the unit is Type=notify with the watchdog, restart policy and capabilities
   expect(settings.get('NotifyAccess')).toBe('main');
   expect(settings.get('Restart')).toBe('on-failure');
   expect(settings.get('WatchdogSec')).toBe('30s');
-  expect(settings.get('ExecStart')).toBe('relayfork --signal 40');
+  expect(settings.get('ExecStart')).toBe('relayfork --signal 40 --fd-store');
+  // --fd-store needs a store of at least one fd.
+  expect(settings.get('FileDescriptorStoreMax')).toBe('1');
   expect(settings.get('CapabilityBoundingSet')?.split(' ').sort()).toEqual([
     'CAP_KILL',
     'CAP_NET_ADMIN',

@@ -62,6 +62,6 @@ test('relayfork install-service --unit-dir DIR writes the unit and says systemd 
     dir,
   ]);
   const unit = path.join(dir, UNIT_NAME);
-  expect(fs.readFileSync(unit, 'utf8')).toMatch(/^ExecStart=.* --signal 40$/m);
+  expect(fs.readFileSync(unit, 'utf8')).toMatch(/^ExecStart=.* --signal 40 --fd-store$/m);
   expect(stdout).toBe(installServiceMessage(unit, false));
 });
