@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { CLI, Child, detachMountsBelow, requireBuild, requireRoot } from '../support';
+import { CLI, Child, detachMountsBelow, requireBuild, requireRoot, type Exit } from '../support';
 
 export const RELAY_SIGNAL = 40;
 export const SI_ASYNCIO = -4;
@@ -16,6 +16,9 @@ export function requireRootAndBuild(): void {
   requireRoot('FUSE, proc connector');
   requireBuild();
 }
+
+/** How long a daemon may take to exit after SIGTERM before a test SIGKILLs it. */
+const DAEMON_STOP_TIMEOUT_MS = 30_000;
 
 /** The daemon, started the way a user starts it; cleanup ends it with SIGTERM (it unmounts). */
 export class Daemon extends Child {
@@ -69,6 +72,17 @@ export class Daemon extends Child {
       .split(' ')
       .filter(Boolean)
       .map(Number);
+  }
+
+  /**
+   * Ends the daemon; SIGKILL only after `timeoutMs`. A liveness bound, generous by default: its
+   * shutdown unmounts and stops two workers, which takes seconds on a loaded machine.
+   */
+  override stop(
+    signal: NodeJS.Signals = 'SIGTERM',
+    timeoutMs = DAEMON_STOP_TIMEOUT_MS,
+  ): Promise<Exit> {
+    return super.stop(signal, timeoutMs);
   }
 
   /** Stops the daemon and, if it could not unmount, detaches its mount (last resort). */
