@@ -124,7 +124,7 @@ test('--signal and a custom command line are written so that systemd parses them
   );
   // '$' stays single in the executable's path: systemd substitutes variables only in arguments.
   expect(execStart).toBe(
-    `ExecStart="${oddDir.replace(/%/g, '%%')}/node" ${CLI} --log-level info --signal 45`,
+    `ExecStart="${oddDir.replace(/%/g, '%%')}/node" ${CLI} --log-level info --signal 45 --fd-store`,
   );
   expect(await verify(written)).toBe('');
 });
