@@ -10,7 +10,7 @@
  */
 import koffi from 'koffi';
 import util from 'node:util';
-import { CMSGHDR } from './structs';
+import { CMSGHDR, TIMEVAL } from './structs';
 
 const libc = koffi.load('libc.so.6');
 
@@ -104,6 +104,7 @@ const c = {
   getsockopt: libc.func(
     'int getsockopt(int fd, int level, int optname, void *optval, _Inout_ uint32_t *optlen)',
   ),
+  getsockname: libc.func('int getsockname(int fd, void *addr, _Inout_ uint32_t *addrlen)'),
   sendto: libc.func(
     'long sendto(int fd, void *buf, size_t len, int flags, void *addr, uint32_t addrlen)',
   ),
@@ -156,6 +157,11 @@ export const SOL_SOCKET = 1;
 export const SO_RCVBUF = 8;
 export const SO_RCVBUFFORCE = 33;
 export const SO_MEMINFO = 55;
+/**
+ * SO_RCVTIMEO as the C library's <sys/socket.h> defines it on 64-bit: SO_RCVTIMEO_OLD (20,
+ * include/uapi/asm-generic/socket.h), which takes a struct timeval (TIMEVAL in structs.ts).
+ */
+export const SO_RCVTIMEO = 20;
 export const MSG_DONTWAIT = 0x40;
 export const MSG_TRUNC = 0x20;
 export const MSG_NOSIGNAL = 0x4000;
@@ -231,6 +237,35 @@ export function getsockoptInt(fd: number, level: number, optname: number): numbe
   const v = Buffer.alloc(4);
   check('getsockopt', c.getsockopt(fd, level, optname, v, [4]));
   return v.readInt32LE(0);
+}
+
+/**
+ * SO_RCVTIMEO: a blocking recv on `fd` returns EAGAIN after `ms` without a datagram (0: never).
+ */
+export function setReceiveTimeout(fd: number, ms: number): void {
+  const tv = Buffer.alloc(TIMEVAL.SIZE);
+  tv.writeBigInt64LE(BigInt(Math.floor(ms / 1000)), TIMEVAL.SEC);
+  tv.writeBigInt64LE(BigInt((ms % 1000) * 1000), TIMEVAL.USEC);
+  check('setsockopt', c.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, tv, TIMEVAL.SIZE));
+}
+
+/** getsockname(2) into `addr`; returns the address length the kernel reported. */
+export function getsockname(fd: number, addr: Buffer): number {
+  const len = [addr.length];
+  check('getsockname', c.getsockname(fd, addr, len));
+  return len[0];
+}
+
+/**
+ * sendto(2) that reports a full receive queue (EAGAIN, ENOBUFS with MSG_DONTWAIT) as a return
+ * value: -errno, or the bytes sent. Other errors throw.
+ */
+export function sendtoOrErrno(fd: number, buf: Buffer, addr: Buffer, flags: number): number {
+  const n = Number(c.sendto(fd, buf, buf.length, flags, addr, addr.length));
+  if (n >= 0) return n;
+  const e = koffi.errno();
+  if (e === Errno.EAGAIN || e === Errno.ENOBUFS || e === Errno.EINTR) return -e;
+  throw syscallError('sendto', e);
 }
 
 /** getsockopt into a caller-sized buffer; returns the length the kernel filled in. */

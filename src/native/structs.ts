@@ -11,6 +11,13 @@ export const POLLFD = {
   REVENTS: 6,
 } as const;
 
+/** struct timeval (include/uapi/linux/time.h on LP64): long tv_sec; long tv_usec. */
+export const TIMEVAL = {
+  SIZE: 16,
+  SEC: 0,
+  USEC: 8,
+} as const;
+
 /**
  * struct epoll_event (include/uapi/linux/eventpoll.h): __poll_t events; __u64 data. x86_64
  * declares it __attribute__((packed)) (EPOLL_PACKED), so it is 12 bytes with data at 4; other

@@ -14,15 +14,21 @@ import {
   bind,
   close,
   getsockoptBuffer,
+  getsockname,
   getsockoptInt,
   isSyscallError,
+  MSG_DONTWAIT,
   send,
+  sendtoOrErrno,
   setsockoptInt,
   socket,
 } from '../native/libc';
+import { SOCKADDR_NL } from '../native/structs';
 import {
   CN_IDX_PROC,
   NETLINK_CONNECTOR,
+  NLMSGHDR,
+  NLMSG_NOOP,
   buildMcastRequest,
   buildSockaddrNl,
   type McastRequest,
@@ -76,6 +82,34 @@ export function openProcConnectorSocket(receiveBufferBytes: number): OpenedSocke
 /** Send a PROC_CN_MCAST_LISTEN/IGNORE request to the kernel (port id 0). */
 export function sendMcastRequest(fd: number, request: McastRequest): void {
   send(fd, buildMcastRequest(request));
+}
+
+/**
+ * Wake a thread blocked in recv(2) on `fd`: send the socket a datagram of its own, one bare
+ * nlmsghdr of type NLMSG_NOOP ("ignored", netlink(7); the parser skips it), to its own port id.
+ * A netlink socket cannot be shut down (sock_no_shutdown) and closing it under a blocked reader
+ * does not wake the reader, so this is the way to end the receive worker's blocking read.
+ * Unicast between user sockets needs CAP_NET_ADMIN (netlink_sendmsg, net/netlink/af_netlink.c,
+ * Linux 6.x), which the subscription needs anyway. Returns false if the datagram could not be
+ * queued (a full queue: then the reader is not blocked either) or was refused; the reader's
+ * SO_RCVTIMEO bounds its wait then.
+ */
+export function wakeReader(fd: number): boolean {
+  const self = Buffer.alloc(SOCKADDR_NL.SIZE);
+  try {
+    getsockname(fd, self);
+    const message = Buffer.alloc(NLMSGHDR.SIZE);
+    message.writeUInt32LE(NLMSGHDR.SIZE, NLMSGHDR.LEN);
+    message.writeUInt16LE(NLMSG_NOOP, NLMSGHDR.TYPE);
+    message.writeUInt32LE(self.readUInt32LE(SOCKADDR_NL.PID), NLMSGHDR.PID);
+    const to = Buffer.alloc(SOCKADDR_NL.SIZE);
+    to.writeUInt16LE(AF_NETLINK, SOCKADDR_NL.FAMILY);
+    to.writeUInt32LE(self.readUInt32LE(SOCKADDR_NL.PID), SOCKADDR_NL.PID);
+    return sendtoOrErrno(fd, message, to, MSG_DONTWAIT) === NLMSGHDR.SIZE;
+  } catch (err) {
+    if (isSyscallError(err)) return false;
+    throw err;
+  }
 }
 
 /** The socket's cumulative drop counter (SO_MEMINFO[SK_MEMINFO_DROPS]). */

@@ -2,8 +2,10 @@
  * The main thread's side of the receive worker (receiveWorker.ts): start it on a socket, route
  * its messages, stop it, and read the frames of the batches it posts. ProcConnector owns one.
  *
- * Stopping: the worker sleeps in epoll_wait; writing the stop eventfd wakes it, it drains the
- * socket once more, posts its final counters and exits on its own. The eventfd is created and
+ * Stopping: the stop flag is set in the shared control words, the stop eventfd is written (a
+ * worker sleeping in epoll_wait wakes) and the socket is sent a datagram of its own (a worker
+ * blocked in recv on the relay's fast path wakes, see socket.ts wakeReader); the worker drains
+ * the socket once more, posts its final counters and exits on its own. The eventfd is created and
  * closed here. With a fork relay attached (src/relay/forkTable.ts), the relay is told when the
  * worker starts and once it has exited, from which point no pidfd of the table is in use.
  */
@@ -13,12 +15,14 @@ import { EFD_CLOEXEC, EFD_NONBLOCK, close, eventfd, write } from '../native/libc
 import { startWorker } from '../native/workerThread';
 import type { ForkRelayLink } from '../relay/forkTable';
 import {
+  CONTROL_STOP,
   DEFAULT_BATCH_BYTES,
   FRAME_HEADER_BYTES,
   RECEIVE_WORKER_ROLE,
   type ReceiveWorkerData,
   type ReceiveWorkerMessage,
 } from './receiveWorker';
+import { wakeReader } from './socket';
 
 /** The receive worker module beside this file (started by src/native/workerThread.ts). */
 const WORKER_ENTRY = path.join(__dirname, 'receiveWorker');
@@ -47,6 +51,7 @@ export class ReceiveWorkerHost {
   start(): Promise<void> {
     const { options } = this;
     this.stopFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    Atomics.store(new Int32Array(options.control), CONTROL_STOP, 0);
     return new Promise<void>((resolve, reject) => {
       const relay = options.relay;
       const data: ReceiveWorkerData = {
@@ -89,7 +94,7 @@ export class ReceiveWorkerHost {
     });
   }
 
-  /** Wake the worker through the stop eventfd, wait for it to exit, close the eventfd. */
+  /** Raise the stop flag, wake the worker, wait for it to exit, close the eventfd. */
   async stop(): Promise<void> {
     const worker = this.worker;
     if (worker) {
@@ -98,7 +103,11 @@ export class ReceiveWorkerHost {
       });
       const one = Buffer.alloc(8);
       one.writeBigUInt64LE(1n);
+      Atomics.store(new Int32Array(this.options.control), CONTROL_STOP, 1);
       write(this.stopFd, one);
+      // If this fails (a full queue), the worker is not blocked in recv, or its receive timeout
+      // (HEARTBEAT_MS) ends the wait.
+      wakeReader(this.options.fd);
       await exited;
     }
     if (this.stopFd >= 0) close(this.stopFd);

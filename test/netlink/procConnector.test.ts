@@ -5,6 +5,8 @@
  */
 import * as socketModule from '../../src/netlink/socket';
 import {
+  NLMSGHDR,
+  NLMSG_NOOP,
   PROC_CN_MCAST_IGNORE,
   PROC_CN_MCAST_LISTEN,
   PROC_EVENT_EXEC,
@@ -250,6 +252,33 @@ describe('selfTest', () => {
 });
 
 describe('close()', () => {
+  test("wakeReader queues a datagram of the socket's own, NLMSG_NOOP, which the parser ignores", () => {
+    const { fd } = socketModule.openProcConnectorSocket(1 << 20);
+    try {
+      // Never subscribed: nothing else arrives unless another subscriber makes the kernel
+      // multicast, so look for ours among whatever is queued.
+      expect(socketModule.wakeReader(fd)).toBe(true);
+      const buf = Buffer.alloc(4096);
+      const types: number[] = [];
+      for (;;) {
+        const n = recvOrErrno(fd, buf, 0, buf.length, MSG_DONTWAIT);
+        if (n === -Errno.EAGAIN) break;
+        if (n < 0) throw syscallError('recv', -n);
+        if (n === NLMSGHDR.SIZE) types.push(buf.readUInt16LE(NLMSGHDR.TYPE));
+      }
+      expect(types).toEqual([NLMSG_NOOP]);
+      const parsed: string[] = [];
+      parseDatagram(new DataView(buf.buffer, buf.byteOffset, NLMSGHDR.SIZE), 0, NLMSGHDR.SIZE, {
+        event: (e) => parsed.push(e.kind),
+        ack: () => parsed.push('ack'),
+        malformed: (reason) => parsed.push(reason),
+      });
+      expect(parsed).toEqual([]);
+    } finally {
+      socketModule.closeSocket(fd);
+    }
+  });
+
   test('unsubscribes, then stops the worker, then closes the socket: nothing left behind', async () => {
     // Warm up anything that creates threads lazily so the count below is the worker's.
     const warm = new ProcConnector();

@@ -161,3 +161,40 @@ test('closing the relay and the connector leaves no descriptor behind', async ()
   await stop();
   expect(openFds()).toBe(baseline);
 });
+
+/** What the thread `tid` of this process is blocked in: a system call's name, or its number. */
+function blockedIn(tid: number): string {
+  const text = fs.readFileSync(`/proc/self/task/${tid}/syscall`, 'utf8').trim();
+  if (text === 'running') return text;
+  // Numbers from arch/x86/entry/syscalls/syscall_64.tbl and include/uapi/asm-generic/unistd.h.
+  const names: Record<string, Record<number, string>> = {
+    x64: { 45: 'recvfrom', 232: 'epoll_wait', 281: 'epoll_pwait' },
+    arm64: { 207: 'recvfrom', 22: 'epoll_pwait' },
+  };
+  const nr = Number(text.split(' ')[0]);
+  return names[process.arch]?.[nr] ?? `syscall ${nr}`;
+}
+
+test('an idle relaying worker waits in recv, and in epoll_wait only while events are forwarded', async () => {
+  const { relay, connector } = await start();
+  const tid = relay.worker.tid;
+  expect(tid).toBeGreaterThan(0);
+  // The fast path: one blocking recv per datagram, nothing else (issue 7's profile: an
+  // epoll_wait before every recv cost the worker half again its CPU).
+  await waitFor('the worker blocked in recvfrom', () => blockedIn(tid) === 'recvfrom', 10000);
+  const listener = (): void => undefined;
+  connector.on('events', listener);
+  await runForker(forkerBin, 1, 0);
+  // Forwarding: the slow path drains and waits on the epoll set.
+  await waitFor(
+    'the worker waiting in epoll while forwarding',
+    () => /^epoll_p?wait$/.test(blockedIn(tid)),
+    10000,
+  );
+  connector.off('events', listener);
+  await runForker(forkerBin, 1, 0);
+  await waitFor('the worker back in recvfrom', () => blockedIn(tid) === 'recvfrom', 10000);
+  // A worker blocked in recv still stops on close() (woken by a datagram of its own).
+  await stop();
+  expect(fs.existsSync(`/proc/self/task/${tid}`)).toBe(false);
+});
