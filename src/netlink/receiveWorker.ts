@@ -250,6 +250,8 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
    * the drop counter after a loss.
    */
   const houseKeep = (queueEmpty: boolean): boolean => {
+    // Also when only datagrams other than forks arrive (every kind, on kernels before 6.6).
+    sender?.beat();
     let stop = false;
     for (;;) {
       const ready = epollWait(epfd, events, EPOLL_BATCH, 0);
@@ -307,7 +309,6 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
           lossSinceLastDrain = true;
         }
         const timedOut = n === -Errno.EAGAIN;
-        if (timedOut) sender.beat();
         if (Atomics.load(control, CONTROL_STOP) !== 0) break;
         const now = performance.now();
         if (timedOut || now - lastHouseKeepingMs >= HOUSEKEEPING_MS) {

@@ -103,8 +103,9 @@ export class ReceiveWorkerHost {
       });
       const one = Buffer.alloc(8);
       one.writeBigUInt64LE(1n);
-      Atomics.store(new Int32Array(this.options.control), CONTROL_STOP, 1);
+      // The eventfd first: a worker that sees the flag reads the eventfd, which must be set.
       write(this.stopFd, one);
+      Atomics.store(new Int32Array(this.options.control), CONTROL_STOP, 1);
       // If this fails (a full queue), the worker is not blocked in recv, or its receive timeout
       // (HEARTBEAT_MS) ends the wait.
       wakeReader(this.options.fd);
