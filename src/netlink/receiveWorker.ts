@@ -3,8 +3,12 @@
  * thread's event loop (a busy main thread must not become lost events: the kernel drops what does
  * not fit in the socket's receive buffer).
  *
- * Loop: recv(MSG_DONTWAIT) one datagram at a time until EAGAIN, then epoll_wait on the socket,
- * the stop eventfd and, with the relay's fast path, its doorbell and every registrant's pidfd.
+ * Two loops, chosen at every turn:
+ * - the fast path, with a relay attached while nothing is forwarded and no loss is being
+ *   counted: block in recv (SO_RCVTIMEO = HEARTBEAT_MS), relay, repeat; the epoll set is looked
+ *   at without waiting every HOUSEKEEPING_MS and at every timeout;
+ * - otherwise recv(MSG_DONTWAIT) one datagram at a time until EAGAIN, then epoll_wait on the
+ *   socket, the stop eventfd and, with a relay, its doorbell and every registrant's pidfd.
  * Each datagram is:
  * - relayed here, when a fork relay is attached (src/relay/forkTable.ts): the four pids are read
  *   in place and each registrant is signalled in the same loop, nothing allocated per event;
@@ -12,14 +16,17 @@
  *   drain) only while the `forward` flag is set: always without a relay; with one, only while
  *   the main thread needs events (subscription handshake, self-test, 'events' listeners), so
  *   the daemon's everyday path never crosses threads.
- * ProcConnector.close() writes the stop eventfd, after which the loop drains once more, reports
- * its final counters and returns; the worker then exits on its own (it holds no handles).
+ * ProcConnector.close() writes the stop eventfd, raises CONTROL_STOP and wakes a blocked recv
+ * (workerHost.ts), after which the loop drains once more, reports its final counters and
+ * returns; the worker then exits on its own (it holds no handles).
  *
  * Batch format: datagrams back to back, each framed as [u32 LE length][bytes], padded to 4.
  *
  * ENOBUFS from recv means the kernel could not queue one or more messages (netlink_overrun(),
  * net/netlink/af_netlink.c): the loop counts it, reads the socket's exact drop counter
- * (SO_MEMINFO[SK_MEMINFO_DROPS]), posts a loss notice and keeps reading. It never stops on loss.
+ * (SO_MEMINFO[SK_MEMINFO_DROPS]), posts a loss notice and keeps reading; once the queue has
+ * emptied (the slow path's EAGAIN), it reads the counter again and posts the final figure: two
+ * notices per overflow. It never stops on loss.
  */
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import {
@@ -246,10 +253,9 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
 
   /**
    * The fast path's housekeeping, at most every HOUSEKEEPING_MS and at every receive timeout:
-   * what the epoll set has to say without waiting (registrant exits, the doorbell, stop), and
-   * the drop counter after a loss.
+   * what the epoll set has to say without waiting (registrant exits, the doorbell, stop).
    */
-  const houseKeep = (queueEmpty: boolean): boolean => {
+  const houseKeep = (): boolean => {
     // Also when only datagrams other than forks arrive (every kind, on kernels before 6.6).
     sender?.beat();
     let stop = false;
@@ -257,15 +263,6 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
       const ready = epollWait(epfd, events, EPOLL_BATCH, 0);
       if (handleReady(ready)) stop = true;
       if (ready < EPOLL_BATCH) break;
-    }
-    if (lossSinceLastDrain) {
-      const now = readSocketDrops(fd, meminfo);
-      if (now !== dropped) {
-        dropped = now;
-        postLoss();
-      }
-      // See the slow path: the kernel counts drops until the queue has emptied once.
-      if (queueEmpty) lossSinceLastDrain = false;
     }
     return stop;
   };
@@ -286,20 +283,27 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
     let lastHouseKeepingMs = performance.now();
     let stop = false;
     while (!stop) {
-      if (sender !== undefined && Atomics.load(control, CONTROL_FORWARD) === 0) {
+      if (
+        sender !== undefined &&
+        Atomics.load(control, CONTROL_FORWARD) === 0 &&
+        !lossSinceLastDrain
+      ) {
         // The fast path: block in recv, relay, repeat; one system call per fork besides the
         // sends, as the C relay does. Measured with epoll_wait before every recv (the slow path
         // below), the worker made 3.2 system calls per fork and cost 2.5x the C relay's CPU.
+        // After a loss the slow path takes over until the queue has emptied, which is when the
+        // kernel stops counting drops: it posts the final count once, as without a relay.
         const n = recvInto(fd, rx, MSG_TRUNC);
         if (n >= 0) {
           const kept = Math.min(n, MAX_DATAGRAM_BYTES);
           relayDatagram(sender, kept);
           if (Atomics.load(control, CONTROL_FORWARD) !== 0) {
-            // The main thread asked for events meanwhile: this one goes too (the slow path,
-            // which takes over at the next turn, posts it).
+            // The main thread asked for events meanwhile: this one goes too, at once (the
+            // flag may be down again by the next turn, and `used` is 0 on this path).
             batch.writeUInt32LE(kept, used);
             rx.copy(batch, used + FRAME_HEADER_BYTES, 0, kept);
             used += FRAME_HEADER_BYTES + ((kept + 3) & ~3);
+            flush();
           }
         } else if (n === -Errno.ENOBUFS) {
           overruns++;
@@ -313,7 +317,7 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
         const now = performance.now();
         if (timedOut || now - lastHouseKeepingMs >= HOUSEKEEPING_MS) {
           lastHouseKeepingMs = now;
-          stop = houseKeep(timedOut);
+          stop = houseKeep();
         }
         continue;
       }

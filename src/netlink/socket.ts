@@ -90,9 +90,10 @@ export function sendMcastRequest(fd: number, request: McastRequest): void {
  * A netlink socket cannot be shut down (sock_no_shutdown) and closing it under a blocked reader
  * does not wake the reader, so this is the way to end the receive worker's blocking read.
  * Unicast between user sockets needs CAP_NET_ADMIN (netlink_sendmsg, net/netlink/af_netlink.c,
- * Linux 6.x), which the subscription needs anyway. Returns false if the datagram could not be
- * queued (a full queue: then the reader is not blocked either) or was refused; the reader's
- * SO_RCVTIMEO bounds its wait then.
+ * Linux 6.x; NETLINK_CONNECTOR does not set NL_CFG_F_NONROOT_SEND), which the daemon has, though
+ * a library user on Linux >= 6.6 may subscribe without it. Returns false if the datagram could
+ * not be queued (a full queue: then the reader is not blocked either) or was refused (EPERM);
+ * the reader's SO_RCVTIMEO (a second) bounds its wait then.
  */
 export function wakeReader(fd: number): boolean {
   const self = Buffer.alloc(SOCKADDR_NL.SIZE);

@@ -8,8 +8,11 @@ import fs from 'node:fs';
 import { ProcConnector } from '../../src/netlink/procConnector';
 import { Relay } from '../../src/relay/relay';
 import type { UnregisteredEvent } from '../../src/relay/registry';
+import type { LossNotice } from '../../src/netlink';
 import {
   compileFixture,
+  finished,
+  spawnChild,
   TempDir,
   parseSignalLine,
   requireRoot,
@@ -22,6 +25,7 @@ import { Consumer, TEST_SIGNAL } from './helpers';
 
 let consumerBin: string;
 let forkerBin: string;
+let stormBin: string;
 let relay: Relay | undefined;
 let connector: ProcConnector | undefined;
 
@@ -56,9 +60,10 @@ async function stop(): Promise<void> {
 beforeAll(async () => {
   requireRoot();
   const dir = new TempDir('relayfork-relay-').path;
-  [consumerBin, forkerBin] = await Promise.all([
+  [consumerBin, forkerBin, stormBin] = await Promise.all([
     compileFixture('rt_consumer', dir),
     compileFixture('forker', dir),
+    compileFixture('thread_storm', dir),
   ]);
 });
 
@@ -197,4 +202,38 @@ test('an idle relaying worker waits in recv, and in epoll_wait only while events
   // A worker blocked in recv still stops on close() (woken by a datagram of its own).
   await stop();
   expect(fs.existsSync(`/proc/self/task/${tid}`)).toBe(false);
+});
+
+test('after a loss the worker posts the drop count once the queue has emptied, then blocks in recv again', async () => {
+  relay = new Relay({ signal: TEST_SIGNAL });
+  // A queue of a few datagrams: a thread storm overflows it.
+  connector = new ProcConnector({ events: ['fork'], relay: relay.link, receiveBufferBytes: 8192 });
+  const losses: LossNotice[] = [];
+  connector.on('loss', (l) => losses.push(l));
+  await connector.open();
+  await connector.selfTest();
+  const consumer = await Consumer.start(consumerBin);
+  relay.registry.register(consumer.pid);
+  const tid = relay.worker.tid;
+  await waitFor('the worker blocked in recvfrom', () => blockedIn(tid) === 'recvfrom', 10000);
+
+  const child = spawnChild(stormBin, ['20000', '4']);
+  const storm = await finished(child.proc, 120_000);
+  expect(storm.code).toBe(0);
+  await waitFor('a loss notice', () => losses.length > 0, 10000);
+  // Back on the fast path once the queue has emptied (the slow path drained it).
+  await waitFor('the worker back in recvfrom', () => blockedIn(tid) === 'recvfrom', 10000);
+  const { overruns, dropped } = connector.counters;
+  expect(overruns).toBeGreaterThan(0);
+  expect(dropped).toBeGreaterThan(0);
+  // One notice at the ENOBUFS and at most one more when the queue has emptied, per overflow:
+  // each notice makes the daemon scan /proc, so they must not repeat while a backlog drains.
+  expect(losses.length).toBeLessThanOrEqual(2 * overruns);
+  expect(losses[losses.length - 1]).toEqual({ overruns, dropped });
+  // The relay went on: the registrant got signals of the storm's threads (si_pid = the storm).
+  await waitFor(
+    "a signal of the storm's threads",
+    () => consumer.lines.map(parseSignalLine).some((l) => l.pid === child.pid),
+    10000,
+  );
 });
