@@ -2,8 +2,8 @@
  * The main thread's side of the receive worker (receiveWorker.ts): start it on a socket, route
  * its messages, stop it, and read the frames of the batches it posts. ProcConnector owns one.
  *
- * Stopping: the stop flag is set in the shared control words, the stop eventfd is written (a
- * worker sleeping in epoll_wait wakes) and the socket is sent a datagram of its own (a worker
+ * Stopping: the stop eventfd is written (a worker sleeping in epoll_wait wakes), the stop flag
+ * is raised in the shared control words and the socket is sent a datagram of its own (a worker
  * blocked in recv on the relay's fast path wakes, see socket.ts wakeReader); the worker drains
  * the socket once more, posts its final counters and exits on its own. The eventfd is created and
  * closed here. With a fork relay attached (src/relay/forkTable.ts), the relay is told when the
