@@ -236,4 +236,4 @@ test('after a loss the worker posts the drop count once the queue has emptied, t
     () => consumer.lines.map(parseSignalLine).some((l) => l.pid === child.pid),
     10000,
   );
-});
+}, 300_000); // a liveness bound above the waits inside (the storm alone may take 120 s)
