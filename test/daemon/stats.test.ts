@@ -76,7 +76,13 @@ test('stats counts what happened, per daemon and per registrant', async () => {
   await waitFor('the exited registrant to be pruned', () =>
     readStats(d.mountpoint).get('registrants') === 0 ? true : undefined,
   );
-  expect(readStats(d.mountpoint).get('registrants_pruned_exited')).toBe(1);
+  // Pruned once, for either reason: its pidfd polled readable ('exited'), or, when a fork on the
+  // machine came first after it was reaped, the send said ESRCH ('gone'). The worker looks at
+  // the pidfds every 100 ms while forks flow, so on a busy machine either can come first.
+  const after = readStats(d.mountpoint);
+  expect(
+    (after.get('registrants_pruned_exited') ?? 0) + (after.get('registrants_pruned_gone') ?? 0),
+  ).toBe(1);
 
   await d.stop('SIGTERM');
   expect(
