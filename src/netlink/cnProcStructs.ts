@@ -241,10 +241,10 @@ export function buildMcastRequest(request: McastRequest): Buffer {
 }
 
 /** struct sockaddr_nl bound to the proc connector's multicast group. */
-export function buildSockaddrNl(groups: number = CN_IDX_PROC): Buffer {
+export function buildSockaddrNl(groups: number = CN_IDX_PROC, portId = 0): Buffer {
   const addr = Buffer.alloc(SOCKADDR_NL.SIZE);
   addr.writeUInt16LE(16 /* AF_NETLINK */, SOCKADDR_NL.FAMILY);
-  addr.writeUInt32LE(0, SOCKADDR_NL.PID);
+  addr.writeUInt32LE(portId >>> 0, SOCKADDR_NL.PID);
   addr.writeUInt32LE(groups >>> 0, SOCKADDR_NL.GROUPS);
   return addr;
 }

@@ -213,29 +213,33 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
     );
   };
 
+  /** Relay the datagram in `rx` (`n` bytes as recv said), and frame it if forwarding. */
+  const take = (n: number): void => {
+    const kept = Math.min(n, MAX_DATAGRAM_BYTES);
+    if (sender !== undefined) relayDatagram(sender, kept);
+    if (Atomics.load(control, CONTROL_FORWARD) === 0) return;
+    if (batchBytes - used < FRAME_HEADER_BYTES + MAX_DATAGRAM_BYTES) flush();
+    batch.writeUInt32LE(kept, used);
+    rx.copy(batch, used + FRAME_HEADER_BYTES, 0, kept);
+    used += FRAME_HEADER_BYTES + ((kept + 3) & ~3);
+  };
+
+  /** recv said ENOBUFS: events were lost. Deliver what came before the loss first, in order. */
+  const overrun = (): void => {
+    overruns++;
+    dropped = readSocketDrops(fd, meminfo);
+    flush();
+    postLoss();
+    lossSinceLastDrain = true;
+  };
+
   /** Read until EAGAIN. */
   const drain = (): void => {
     for (;;) {
       const n = recvInto(fd, rx, MSG_DONTWAIT | MSG_TRUNC);
-      if (n >= 0) {
-        const kept = Math.min(n, MAX_DATAGRAM_BYTES);
-        if (sender !== undefined) relayDatagram(sender, kept);
-        if (Atomics.load(control, CONTROL_FORWARD) !== 0) {
-          if (batchBytes - used < FRAME_HEADER_BYTES + MAX_DATAGRAM_BYTES) flush();
-          batch.writeUInt32LE(kept, used);
-          rx.copy(batch, used + FRAME_HEADER_BYTES, 0, kept);
-          used += FRAME_HEADER_BYTES + ((kept + 3) & ~3);
-        }
-        continue;
-      }
-      if (n === -Errno.EAGAIN) return;
-      if (n === -Errno.EINTR) continue;
-      // -ENOBUFS: events were lost. Deliver what came before the loss first, in order.
-      overruns++;
-      dropped = readSocketDrops(fd, meminfo);
-      flush();
-      postLoss();
-      lossSinceLastDrain = true;
+      if (n >= 0) take(n);
+      else if (n === -Errno.EAGAIN) return;
+      else if (n === -Errno.ENOBUFS) overrun();
     }
   };
 
@@ -295,23 +299,11 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
         // kernel stops counting drops: it posts the final count once, as without a relay.
         const n = recvInto(fd, rx, MSG_TRUNC);
         if (n >= 0) {
-          const kept = Math.min(n, MAX_DATAGRAM_BYTES);
-          relayDatagram(sender, kept);
-          if (Atomics.load(control, CONTROL_FORWARD) !== 0) {
-            // The main thread asked for events meanwhile: this one goes too, at once (the
-            // flag may be down again by the next turn, and `used` is 0 on this path).
-            batch.writeUInt32LE(kept, used);
-            rx.copy(batch, used + FRAME_HEADER_BYTES, 0, kept);
-            used += FRAME_HEADER_BYTES + ((kept + 3) & ~3);
-            flush();
-          }
-        } else if (n === -Errno.ENOBUFS) {
-          overruns++;
-          dropped = readSocketDrops(fd, meminfo);
+          take(n);
+          // Framed only if the main thread asked for events meanwhile: it goes at once, since
+          // the flag may be down again by the next turn.
           flush();
-          postLoss();
-          lossSinceLastDrain = true;
-        }
+        } else if (n === -Errno.ENOBUFS) overrun();
         const timedOut = n === -Errno.EAGAIN;
         if (Atomics.load(control, CONTROL_STOP) !== 0) break;
         const now = performance.now();

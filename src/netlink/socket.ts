@@ -99,13 +99,12 @@ export function wakeReader(fd: number): boolean {
   const self = Buffer.alloc(SOCKADDR_NL.SIZE);
   try {
     getsockname(fd, self);
+    const portId = self.readUInt32LE(SOCKADDR_NL.PID);
     const message = Buffer.alloc(NLMSGHDR.SIZE);
     message.writeUInt32LE(NLMSGHDR.SIZE, NLMSGHDR.LEN);
     message.writeUInt16LE(NLMSG_NOOP, NLMSGHDR.TYPE);
-    message.writeUInt32LE(self.readUInt32LE(SOCKADDR_NL.PID), NLMSGHDR.PID);
-    const to = Buffer.alloc(SOCKADDR_NL.SIZE);
-    to.writeUInt16LE(AF_NETLINK, SOCKADDR_NL.FAMILY);
-    to.writeUInt32LE(self.readUInt32LE(SOCKADDR_NL.PID), SOCKADDR_NL.PID);
+    message.writeUInt32LE(portId, NLMSGHDR.PID);
+    const to = buildSockaddrNl(0, portId);
     return sendtoOrErrno(fd, message, to, MSG_DONTWAIT) === NLMSGHDR.SIZE;
   } catch (err) {
     if (isSyscallError(err)) return false;

@@ -44,14 +44,17 @@ export class ReceiveWorkerHost {
   private stopFd = -1;
   private stopped: (() => void) | undefined;
   private running = false;
+  private readonly control: Int32Array;
 
-  constructor(private readonly options: WorkerHostOptions) {}
+  constructor(private readonly options: WorkerHostOptions) {
+    this.control = new Int32Array(options.control);
+  }
 
   /** Start the worker; resolves once it reads the socket. Call stop() even if this rejects. */
   start(): Promise<void> {
     const { options } = this;
     this.stopFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    Atomics.store(new Int32Array(options.control), CONTROL_STOP, 0);
+    Atomics.store(this.control, CONTROL_STOP, 0);
     return new Promise<void>((resolve, reject) => {
       const relay = options.relay;
       const data: ReceiveWorkerData = {
@@ -105,7 +108,7 @@ export class ReceiveWorkerHost {
       one.writeBigUInt64LE(1n);
       // The eventfd first: a worker that sees the flag reads the eventfd, which must be set.
       write(this.stopFd, one);
-      Atomics.store(new Int32Array(this.options.control), CONTROL_STOP, 1);
+      Atomics.store(this.control, CONTROL_STOP, 1);
       // If this fails (a full queue), the worker is not blocked in recv, or its receive timeout
       // (HEARTBEAT_MS) ends the wait.
       wakeReader(this.options.fd);
