@@ -12,7 +12,7 @@
 import { close as closeFd } from '../native/libc';
 import { takeListenFds } from './listenFds';
 import type { SystemdNotifier } from './notify';
-import { ownUnit, restartPending } from './restartPending';
+import { ownUnit, restartPending, type RestartCheck } from './restartPending';
 
 export interface HandedOver {
   fd: number;
@@ -37,7 +37,7 @@ export interface MountFdStoreOptions {
   info(message: string): void;
   warn(message: string): void;
   /** The restart check; systemctl list-jobs by default. */
-  restartPending?: (unit: string) => Promise<boolean>;
+  restartPending?: (unit: string) => Promise<RestartCheck>;
 }
 
 export class MountFdStore {
@@ -111,14 +111,21 @@ export class MountFdStore {
    */
   async stop(tree: HandOverableTree): Promise<'left' | 'unmounted'> {
     const name = this.storedName;
-    const unit = name === undefined ? undefined : ownUnit();
-    const pending = this.options.restartPending ?? restartPending;
-    if (name !== undefined && unit !== undefined && (await pending(unit))) {
-      await tree.leaveMounted();
-      return 'left';
+    if (name !== undefined) {
+      const unit = ownUnit();
+      const check: RestartCheck =
+        unit === undefined
+          ? { restarting: false, why: 'this process runs in no systemd service' }
+          : await (this.options.restartPending ?? restartPending)(unit);
+      if (check.restarting) {
+        await tree.leaveMounted();
+        return 'left';
+      }
+      // Said before unmounting: when a restart remounted after all, this line tells why.
+      this.options.info(`stopping, not restarting (${check.why}): unmounting`);
+      this.notifier.removeStoredFds(name);
+      this.storedName = undefined;
     }
-    if (name !== undefined) this.notifier.removeStoredFds(name);
-    this.storedName = undefined;
     await tree.close();
     return 'unmounted';
   }

@@ -9,8 +9,16 @@
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 
-/** How long `systemctl list-jobs` may take before the answer is taken to be "a stop". */
-const LIST_JOBS_TIMEOUT_MS = 3000;
+/**
+ * How long one `systemctl list-jobs` may take, and how many times it is asked. A loaded machine
+ * can make one call slow or fail; two tries of 4 s stay well inside the shipped unit's
+ * TimeoutStopSec=15s, which must also cover the unmount.
+ */
+const LIST_JOBS_TIMEOUT_MS = 4000;
+const LIST_JOBS_TRIES = 2;
+
+/** systemd's answer, and when it is "no", why: the daemon logs it before it unmounts. */
+export type RestartCheck = { restarting: true } | { restarting: false; why: string };
 
 /** The systemd unit this process runs in, from its cgroup (".../relayfork.service"), if any. */
 export function ownUnit(cgroupText?: string): string | undefined {
@@ -42,16 +50,43 @@ export function hasRestartJob(listJobsOutput: string, unit: string): boolean {
 }
 
 /**
- * Ask systemd whether `unit` is being restarted. Any failure (no systemctl, no manager, a
- * timeout) answers false: the daemon then stops as for `systemctl stop`, which is always safe.
+ * Ask systemd whether `unit` is being restarted. A failed call (a timeout, a busy manager) is
+ * tried again once; if systemd cannot be asked at all (no systemctl, no manager) the answer is
+ * "no": the daemon then stops as for `systemctl stop`, which is always safe.
  */
-export function restartPending(unit: string, systemctl = 'systemctl'): Promise<boolean> {
+export async function restartPending(unit: string, systemctl = 'systemctl'): Promise<RestartCheck> {
+  let problem = '';
+  for (let attempt = 1; attempt <= LIST_JOBS_TRIES; attempt++) {
+    const answer = await listJobs(systemctl);
+    if (answer.ok) {
+      return hasRestartJob(answer.stdout, unit)
+        ? { restarting: true }
+        : { restarting: false, why: `systemd has no restart job queued for ${unit}` };
+    }
+    problem = answer.problem;
+  }
+  return {
+    restarting: false,
+    why: `systemctl list-jobs failed ${LIST_JOBS_TRIES} times, last: ${problem}`,
+  };
+}
+
+function listJobs(
+  systemctl: string,
+): Promise<{ ok: true; stdout: string } | { ok: false; problem: string }> {
   return new Promise((resolve) => {
     execFile(
       systemctl,
       ['list-jobs', '--no-legend', '--no-pager', '--full', '--plain'],
       { timeout: LIST_JOBS_TIMEOUT_MS },
-      (err, stdout) => resolve(err === null && hasRestartJob(stdout, unit)),
+      (err, stdout, stderr) => {
+        if (err === null) return resolve({ ok: true, stdout });
+        const detail = stderr.trim().split('\n')[0] ?? '';
+        const how = err.killed
+          ? `no answer within ${LIST_JOBS_TIMEOUT_MS} ms`
+          : err.message.split('\n')[0];
+        resolve({ ok: false, problem: detail === '' ? how : `${how}: ${detail}` });
+      },
     );
   });
 }

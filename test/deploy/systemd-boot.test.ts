@@ -313,50 +313,69 @@ describe('the fd store: systemd keeps the FUSE connection across restarts (relay
     await stopAndForget(UNIT).catch(() => undefined);
   });
 
-  test('systemctl restart and kill -9 keep the mount; no read fails ENOTCONN; stop unmounts', async () => {
-    await timed('fd-store probe start', () => inContainer('systemctl', 'start', UNIT));
-    const first = await active();
-    expect(first.adopted).toBe('false');
-    expect(await mountDevice()).toBe(first.device);
+  /** Run `body`; when it fails, the probe's journal goes into the error (why it remounted). */
+  async function withJournal(body: () => Promise<void>): Promise<void> {
+    try {
+      await body();
+    } catch (err) {
+      const journal = await inContainer(
+        'journalctl',
+        '--no-pager',
+        '-o',
+        'short-monotonic',
+        '-u',
+        UNIT,
+      ).catch((e: unknown) => `(no journal: ${String(e)})`);
+      if (err instanceof Error) err.message += `\n--- journal of ${UNIT} ---\n${journal}`;
+      throw err;
+    }
+  }
 
-    // A reader of the mount for the whole test, each read's outcome in a file.
-    await inContainer(
-      'systemd-run',
-      '--unit=relayfork-fdstore-reader',
-      'sh',
-      '-c',
-      `while :; do if p=$(cat ${MOUNT}/pid 2>&1); then echo "ok $p"; else echo "fail $p"; fi >> ${READS}; sleep 0.05; done`,
-    );
+  test('systemctl restart and kill -9 keep the mount; no read fails ENOTCONN; stop unmounts', () =>
+    withJournal(async () => {
+      await timed('fd-store probe start', () => inContainer('systemctl', 'start', UNIT));
+      const first = await active();
+      expect(first.adopted).toBe('false');
+      expect(await mountDevice()).toBe(first.device);
 
-    await timed('systemctl restart (fd store)', () => inContainer('systemctl', 'restart', UNIT));
-    const second = await active(first.pid);
-    expect(second).toMatchObject({ adopted: 'true', device: first.device });
+      // A reader of the mount for the whole test, each read's outcome in a file.
+      await inContainer(
+        'systemd-run',
+        '--unit=relayfork-fdstore-reader',
+        'sh',
+        '-c',
+        `while :; do if p=$(cat ${MOUNT}/pid 2>&1); then echo "ok $p"; else echo "fail $p"; fi >> ${READS}; sleep 0.05; done`,
+      );
 
-    await inContainer('systemctl', 'kill', '--signal=KILL', UNIT);
-    const third = await active(second.pid);
-    expect(third).toMatchObject({ adopted: 'true', device: first.device });
-    expect(await mountDevice()).toBe(first.device);
-    await sleep(1000);
-    await inContainer('systemctl', 'stop', 'relayfork-fdstore-reader');
+      await timed('systemctl restart (fd store)', () => inContainer('systemctl', 'restart', UNIT));
+      const second = await active(first.pid);
+      expect(second).toMatchObject({ adopted: 'true', device: first.device });
 
-    const reads = (await inContainer('cat', READS)).trim().split('\n');
-    // Every server answered in turn, through the one mount.
-    for (const pid of [first.pid, second.pid, third.pid]) expect(reads).toContain(`ok ${pid}`);
-    // Never ENOTCONN; a read the killed probe had taken and not answered gets EIO at most.
-    const failures = reads.filter((l) => !l.startsWith('ok '));
-    expect(failures.filter((l) => !/Input\/output error/.test(l))).toEqual([]);
+      await inContainer('systemctl', 'kill', '--signal=KILL', UNIT);
+      const third = await active(second.pid);
+      expect(third).toMatchObject({ adopted: 'true', device: first.device });
+      expect(await mountDevice()).toBe(first.device);
+      await sleep(1000);
+      await inContainer('systemctl', 'stop', 'relayfork-fdstore-reader');
 
-    const journal = await inContainer('journalctl', '--no-pager', '-o', 'cat', '-u', UNIT);
-    expect(journal).toMatch(/left .* mounted for the next start/);
-    expect(journal).toMatch(/took over the mount at/);
+      const reads = (await inContainer('cat', READS)).trim().split('\n');
+      // Every server answered in turn, through the one mount.
+      for (const pid of [first.pid, second.pid, third.pid]) expect(reads).toContain(`ok ${pid}`);
+      // Never ENOTCONN; a read the killed probe had taken and not answered gets EIO at most.
+      const failures = reads.filter((l) => !l.startsWith('ok '));
+      expect(failures.filter((l) => !/Input\/output error/.test(l))).toEqual([]);
 
-    await inContainer('systemctl', 'stop', UNIT);
-    expect(await show(UNIT, 'ActiveState', 'NFileDescriptorStore')).toEqual({
-      ActiveState: 'inactive',
-      NFileDescriptorStore: '0',
-    });
-    expect(await mountDevice()).toBeUndefined();
-  });
+      const journal = await inContainer('journalctl', '--no-pager', '-o', 'cat', '-u', UNIT);
+      expect(journal).toMatch(/left .* mounted for the next start/);
+      expect(journal).toMatch(/took over the mount at/);
+
+      await inContainer('systemctl', 'stop', UNIT);
+      expect(await show(UNIT, 'ActiveState', 'NFileDescriptorStore')).toEqual({
+        ActiveState: 'inactive',
+        NFileDescriptorStore: '0',
+      });
+      expect(await mountDevice()).toBeUndefined();
+    }));
 });
 
 describe('the daemon as a service, in a pid namespace of its own', () => {

@@ -7,7 +7,9 @@
 import { handoverName, parseHandoverName, treeSignature } from '../../src/fs/handover';
 import { takeListenFds } from '../../src/systemd/listenFds';
 import { isValidFdName } from '../../src/systemd/notify';
-import { hasRestartJob, ownUnit } from '../../src/systemd/restartPending';
+import fs from 'node:fs';
+import { hasRestartJob, ownUnit, restartPending } from '../../src/systemd/restartPending';
+import { TempDir } from '../support';
 
 describe('handover names', () => {
   const description = { protocolMajor: 7, protocolMinor: 41, device: '0:55', tree: 'a1b2c3d4' };
@@ -83,6 +85,53 @@ test('hasRestartJob finds a restart or try-restart job of the unit only', () => 
   expect(hasRestartJob(listing('start'), 'relayfork.service')).toBe(false);
   expect(hasRestartJob(listing('restart', 'other.service'), 'relayfork.service')).toBe(false);
   expect(hasRestartJob('', 'relayfork.service')).toBe(false);
+});
+
+describe('restartPending asks systemctl list-jobs', () => {
+  let dir: TempDir;
+  beforeEach(() => {
+    dir = new TempDir();
+  });
+  afterEach(() => dir.cleanup());
+
+  /** A stand-in systemctl: a shell script with this body. */
+  function systemctl(body: string): string {
+    const file = dir.join('systemctl');
+    fs.writeFileSync(file, `#!/bin/sh\n${body}\n`, { mode: 0o755 });
+    return file;
+  }
+
+  test('a restart job of the unit means restarting; none means stopping, and says so', async () => {
+    const restarting = systemctl('echo "412 relayfork.service restart running"');
+    expect(await restartPending('relayfork.service', restarting)).toEqual({ restarting: true });
+    const stopping = systemctl('echo "412 relayfork.service stop running"');
+    expect(await restartPending('relayfork.service', stopping)).toEqual({
+      restarting: false,
+      why: 'systemd has no restart job queued for relayfork.service',
+    });
+  });
+
+  test('a call that fails once is asked again', async () => {
+    const calls = dir.join('calls');
+    const flaky = systemctl(
+      `echo x >> ${calls}; [ $(wc -l < ${calls}) -ge 2 ] || { echo "Failed to list jobs: Connection timed out" >&2; exit 1; }\necho "7 relayfork.service restart running"`,
+    );
+    expect(await restartPending('relayfork.service', flaky)).toEqual({ restarting: true });
+    expect(fs.readFileSync(calls, 'utf8')).toBe('x\nx\n');
+  });
+
+  test('when systemctl keeps failing, the answer is a stop that names the failure', async () => {
+    const failing = systemctl(
+      'echo "Failed to connect to bus: No such file or directory" >&2; exit 1',
+    );
+    const answer = await restartPending('relayfork.service', failing);
+    expect(answer.restarting).toBe(false);
+    expect(answer).toMatchObject({
+      why: expect.stringMatching(/list-jobs failed 2 times, last: .*Failed to connect to bus/),
+    });
+    const missing = await restartPending('relayfork.service', dir.join('no-such-systemctl'));
+    expect(missing).toMatchObject({ restarting: false, why: expect.stringMatching(/ENOENT/) });
+  });
 });
 
 describe('takeListenFds', () => {
