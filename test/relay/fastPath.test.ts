@@ -113,19 +113,35 @@ test('the worker relays every fork; no datagram reaches the main thread without 
 
 test('a registrant that exits is removed through its pidfd, without exit events', async () => {
   const { relay } = await start();
-  const consumer = await Consumer.start(consumerBin);
-  relay.registry.register(consumer.pid);
-  const pidfd = relay.registry.get(consumer.pid)?.pidfd ?? -1;
+  // The registrant is a consumer whose parent (sh, exec'd into sleep) never reaps it: once
+  // killed it stays a zombie, so its pidfd is readable (exited) while a send to it still
+  // succeeds. A reaped registrant could instead meet a fork elsewhere on the machine first and
+  // be pruned through ESRCH ('gone'), which would not show the pidfd path at work.
+  const parent = spawnChild('sh', [
+    '-c',
+    `"$0" --signal ${TEST_SIGNAL} & echo "registrant $!"; exec sleep 600`,
+    consumerBin,
+  ]);
+  const pid = Number(
+    /^registrant (\d+)$/.exec(await parent.waitForLine(/^registrant /, 'stdout'))?.[1],
+  );
+  await parent.waitForLine(/^ready$/, 'stdout');
+  relay.registry.register(pid);
+  const pidfd = relay.registry.get(pid)?.pidfd ?? -1;
   expect(fdTarget(pidfd)).toMatch(/pidfd/);
   const departed = new Promise<UnregisteredEvent>((resolve) =>
     relay.registry.once('unregistered', resolve),
   );
-  await consumer.stop();
+  process.kill(pid, 'SIGKILL');
   const event = await departed;
-  expect(event).toMatchObject({ id: consumer.pid, reason: 'exited' });
+  expect(event).toMatchObject({ id: pid, reason: 'exited' });
   expect(relay.counters.registrantsExited).toBe(1);
+  expect(relay.counters.registrantsGone).toBe(0);
+  // Still a zombie: it was the pidfd, not a reaping, that told.
+  expect(fs.readFileSync(`/proc/${pid}/stat`, 'utf8')).toMatch(/^\d+ \(.*\) Z /);
   // The pidfd is closed once the worker has acknowledged the change.
   await waitFor('the pidfd closed', () => !(fdTarget(pidfd) ?? '').includes('pidfd'), 10000);
+  await parent.stop();
 });
 
 test('unregistering stops the signals, and the pidfd closes after the worker let go', async () => {
