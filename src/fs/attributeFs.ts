@@ -361,7 +361,10 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
    */
   adopt(handover: FuseHandover): Promise<void> {
     if (this.closing !== undefined || this.mounting !== undefined) {
-      throw new TypeError('AttributeFs.adopt: the tree is already mounted or closed');
+      // Rejected, not thrown: a caller's await/catch sees it like every other refusal.
+      return Promise.reject(
+        new TypeError('AttributeFs.adopt: the tree is already mounted or closed'),
+      );
     }
     const attempt = this.doAdopt(handover);
     this.mounting = attempt;

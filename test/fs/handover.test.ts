@@ -161,6 +161,9 @@ describe('refusals: the connection is abandoned and the mountpoint is free for m
     // The last refusal named the right mount: it was abandoned, and mount() clears it.
     await tree.mount();
     expect(await readFile(path.join(mountpoint, 'value'), 'utf8')).toBe('fresh\n');
+    // A mounted tree adopts nothing: the promise rejects (a caller's catch sees it), no throw.
+    const again = tree.adopt({ fd: -1, name: old.name });
+    await expect(again).rejects.toThrow(/already mounted or closed/);
     await tree.close();
   });
 });
