@@ -31,6 +31,7 @@ import {
   Child,
   ROOT,
   TempDir,
+  cleanupAll,
   compileFixture,
   detachMountsBelow,
   sleep,
@@ -918,6 +919,14 @@ export async function runBench(
 }
 
 if (require.main === module) {
+  // Interrupted (Ctrl-C, kill), the bench still ends the daemons and consumers it started and
+  // removes their mounts: a relay left running would skew every later measurement.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      process.stderr.write(`\nbench interrupted (${signal}): ending what it started\n`);
+      void cleanupAll().finally(() => process.exit(128 + os.constants.signals[signal]));
+    });
+  }
   runBench({
     smoke: process.env.BENCH_SMOKE === '1',
     rounds: process.env.ROUNDS ? Number(process.env.ROUNDS) : undefined,
