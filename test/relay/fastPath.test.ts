@@ -126,22 +126,31 @@ test('a registrant that exits is removed through its pidfd, without exit events'
     /^registrant (\d+)$/.exec(await parent.waitForLine(/^registrant /, 'stdout'))?.[1],
   );
   await parent.waitForLine(/^ready$/, 'stdout');
-  relay.registry.register(pid);
-  const pidfd = relay.registry.get(pid)?.pidfd ?? -1;
-  expect(fdTarget(pidfd)).toMatch(/pidfd/);
-  const departed = new Promise<UnregisteredEvent>((resolve) =>
-    relay.registry.once('unregistered', resolve),
-  );
-  process.kill(pid, 'SIGKILL');
-  const event = await departed;
-  expect(event).toMatchObject({ id: pid, reason: 'exited' });
-  expect(relay.counters.registrantsExited).toBe(1);
-  expect(relay.counters.registrantsGone).toBe(0);
-  // Still a zombie: it was the pidfd, not a reaping, that told.
-  expect(fs.readFileSync(`/proc/${pid}/stat`, 'utf8')).toMatch(/^\d+ \(.*\) Z /);
-  // The pidfd is closed once the worker has acknowledged the change.
-  await waitFor('the pidfd closed', () => !(fdTarget(pidfd) ?? '').includes('pidfd'), 10000);
-  await parent.stop();
+  try {
+    relay.registry.register(pid);
+    const pidfd = relay.registry.get(pid)?.pidfd ?? -1;
+    expect(fdTarget(pidfd)).toMatch(/pidfd/);
+    const departed = new Promise<UnregisteredEvent>((resolve) =>
+      relay.registry.once('unregistered', resolve),
+    );
+    process.kill(pid, 'SIGKILL');
+    const event = await departed;
+    expect(event).toMatchObject({ id: pid, reason: 'exited' });
+    expect(relay.counters.registrantsExited).toBe(1);
+    expect(relay.counters.registrantsGone).toBe(0);
+    // Still a zombie: it was the pidfd, not a reaping, that told.
+    expect(fs.readFileSync(`/proc/${pid}/stat`, 'utf8')).toMatch(/^\d+ \(.*\) Z /);
+    // The pidfd is closed once the worker has acknowledged the change.
+    await waitFor('the pidfd closed', () => !(fdTarget(pidfd) ?? '').includes('pidfd'), 10000);
+  } finally {
+    // Not a child of ours, so cleanupAll would not end it if an assertion failed first.
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Already killed above.
+    }
+    await parent.stop();
+  }
 });
 
 test('unregistering stops the signals, and the pidfd closes after the worker let go', async () => {
