@@ -118,12 +118,13 @@ test('kill -9 and a new start: the same mount throughout, no reader sees ENOTCON
   await consumer.waitForLine(/^ready$/, 'stdout');
   expect(listed(mp)).toEqual([consumer.pid]);
 
-  // A reader of the mount that records every failure, across the whole hand-over.
+  // A reader of the mount that records every failure, across the whole hand-over; a failure's
+  // output unquoted, so that what cat printed before its error stays on the error's line.
   const reader = spawnChild(
     'sh',
     [
       '-c',
-      `while :; do if out=$(cat ${mp}/signal 2>&1); then echo "ok $out"; else echo "fail $out"; fi; sleep 0.02; done`,
+      `while :; do if out=$(cat ${mp}/signal 2>&1); then echo "ok $out"; else echo fail $out; fi; sleep 0.02; done`,
     ],
     { group: true },
   );

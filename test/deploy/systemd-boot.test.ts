@@ -338,13 +338,15 @@ describe('the fd store: systemd keeps the FUSE connection across restarts (relay
       expect(first.adopted).toBe('false');
       expect(await mountDevice()).toBe(first.device);
 
-      // A reader of the mount for the whole test, each read's outcome in a file.
+      // A reader of the mount for the whole test, each read's outcome on one line of a file: the
+      // failure's output unquoted, so that "139" and cat's "Input/output error" on the next line
+      // (a read answered, the next request orphaned by the kill) stay one record.
       await inContainer(
         'systemd-run',
         '--unit=relayfork-fdstore-reader',
         'sh',
         '-c',
-        `while :; do if p=$(cat ${MOUNT}/pid 2>&1); then echo "ok $p"; else echo "fail $p"; fi >> ${READS}; sleep 0.05; done`,
+        `while :; do if p=$(cat ${MOUNT}/pid 2>&1); then echo "ok $p"; else echo fail $p; fi >> ${READS}; sleep 0.05; done`,
       );
 
       await timed('systemctl restart (fd store)', () => inContainer('systemctl', 'restart', UNIT));
