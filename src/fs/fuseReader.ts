@@ -1,86 +1,276 @@
 /**
- * The FUSE request reader, run in a worker thread: a blocking read(2) loop on /dev/fuse that
- * hands each request to the main thread (transferred, not copied again), so that a busy or slow
- * main thread never stops the kernel's requests from being taken off the device, and the main
- * thread never blocks in read(2).
+ * The FUSE request reader: takes requests off each session's /dev/fuse fd and hands them, one at
+ * a time and in kernel order, to the session on the main thread.
  *
- * One read(2) returns exactly one request (fs/fuse/dev.c fuse_dev_do_read). The loop ends when
- * the connection does: read(2) fails ENODEV once the mount is gone and every open file on it is
- * closed (fuse_abort_conn / fuse_conn_destroy), and then the worker exits; the main thread owns
- * the fd and closes it after the worker's 'ended'.
+ * No thread of our own: the fds of every session in the process sit in one epoll set, and one
+ * epoll_wait(2) at a time waits for all of them on a libuv pool thread (an asynchronous libc
+ * call, ../native/libc epollWaitAsync). When it returns, the main thread reads the ready fds,
+ * which are O_NONBLOCK, until EAGAIN. A Node worker thread would cost a whole V8 isolate, 10-12 MB
+ * of RSS on Node 20 and 16-18 MB on Node 24, to wait for requests that come a few times a second
+ * (issue 7's 70 MB goal). One wait for all sessions, not one per session, because a wait holds a
+ * pool thread for as long as it lasts and the pool (4 threads by default) also serves `fs`.
  *
- * It can also be asked to stop while the connection lives on (a hand-over to the next process):
- * it waits in poll(2) on the device and a stop eventfd, so a stop never interrupts a request
- * between its read and its hand-off; it then posts 'stopped', after every request it read.
+ * The main thread never blocks in read(2): a request can vanish between the wake-up and the read
+ * (interrupted before userspace took it, fs/fuse/dev.c request_wait_answer), and the read then
+ * says EAGAIN instead of waiting for the next one. O_NONBLOCK is a flag of the open file
+ * description, shared with the copy in systemd's fd store and with a successor that adopts it;
+ * a successor sets it again, and a blocking reader would only ever see EAGAIN after a poll.
+ *
+ * Stopping is immediate and exact: reads happen on the main thread and each request is handled
+ * before the next read, so once stop() returns no request has been read and left unanswered, and
+ * the rest wait in the kernel for whoever holds the connection next (a hand-over).
+ *
+ * The end: read(2) fails ENODEV once the connection is aborted (fuse_abort_conn at unmount; the
+ * device then polls EPOLLERR, fs/fuse/dev.c fuse_dev_poll); 0 never comes from /dev/fuse, it is
+ * the end of a socket standing in for it (the session's tests).
  */
-import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
-import { Errno, POLLIN, poll, readOrErrno } from '../native/libc';
-import { POLLFD } from '../native/structs';
+import {
+  EFD_CLOEXEC,
+  EFD_NONBLOCK,
+  EPOLLIN,
+  EPOLL_CLOEXEC,
+  EPOLL_CTL_ADD,
+  EPOLL_CTL_DEL,
+  Errno,
+  close,
+  epollCreate1,
+  epollCtl,
+  epollWait,
+  epollWaitAsync,
+  eventfd,
+  readOrErrno,
+  setNonBlocking,
+  syscallError,
+  write,
+} from '../native/libc';
+import { EPOLL_EVENT } from '../native/structs';
 
-export const FUSE_READER_ROLE = 'relayfork-fuse-reader';
-
-/** What FuseSession passes as workerData. */
-export interface FuseReaderData {
-  role: typeof FUSE_READER_ROLE;
-  /** The /dev/fuse fd of the mount (owned by the main thread). */
-  fd: number;
-  /** read(2) buffer size: at least FUSE_MIN_READ_BUFFER and a WRITE of max_write bytes. */
-  bufferBytes: number;
-  /** An eventfd (owned by the main thread); readable = stop reading, leave the connection. */
-  stopFd: number;
+/** What the reader tells its session. Each is called on the main thread. */
+export interface FuseReaderHandlers {
+  /** One request, in a buffer of its own. */
+  request(buf: Buffer): void;
+  /** The connection ended (ENODEV, or EOF on a stand-in); the reader has stopped. */
+  ended(): void;
+  /** read(2) or the wait failed in a way that is no outcome; the reader has stopped. */
+  failed(err: Error): void;
 }
 
-/** Messages from the reader to the main thread. */
-export type FuseReaderMessage =
-  | { type: 'request'; buffer: ArrayBuffer }
-  | { type: 'ended' }
-  | { type: 'stopped' }
-  | { type: 'fatal'; message: string; code?: string };
+/** Requests read per wake-up before the event loop gets a turn (the wait returns at once again). */
+const READS_PER_WAKE = 64;
+/** With no referenced reader left, unreferenced ones are polled this often (see DevicePoller). */
+const UNREFERENCED_POLL_MS = 100;
+const MAX_EVENTS = 16;
 
-export function runReader(data: FuseReaderData, port: MessagePort): void {
-  const buf = Buffer.alloc(data.bufferBytes);
-  const fds = Buffer.alloc(2 * POLLFD.SIZE);
-  fds.writeInt32LE(data.fd, POLLFD.FD);
-  fds.writeInt16LE(POLLIN, POLLFD.EVENTS);
-  fds.writeInt32LE(data.stopFd, POLLFD.SIZE + POLLFD.FD);
-  fds.writeInt16LE(POLLIN, POLLFD.SIZE + POLLFD.EVENTS);
-  for (;;) {
-    let n: number;
-    try {
-      fds.writeInt16LE(0, POLLFD.REVENTS);
-      fds.writeInt16LE(0, POLLFD.SIZE + POLLFD.REVENTS);
-      // -1: no timeout. EINTR returns 0 with no revents: the loop polls again.
-      poll(fds, -1);
-      if (fds.readInt16LE(POLLFD.SIZE + POLLFD.REVENTS) !== 0) {
-        port.postMessage({ type: 'stopped' } satisfies FuseReaderMessage);
+export class FuseReader {
+  private active = true;
+  private referenced = true;
+  private readonly buf: Buffer;
+
+  constructor(
+    readonly fd: number,
+    bufferBytes: number,
+    private readonly handlers: FuseReaderHandlers,
+  ) {
+    this.buf = Buffer.alloc(bufferBytes);
+    setNonBlocking(fd);
+    poller.add(this);
+  }
+
+  get reading(): boolean {
+    return this.active;
+  }
+
+  get isReferenced(): boolean {
+    return this.referenced;
+  }
+
+  /** Take no more requests. Idempotent; the fd stays open (the session owns it). */
+  stop(): void {
+    if (!this.active) return;
+    this.active = false;
+    poller.remove(this);
+  }
+
+  /** Let the process exit while this reader still serves (a detached mount). */
+  unref(): void {
+    if (!this.referenced) return;
+    this.referenced = false;
+    poller.referencesChanged();
+  }
+
+  /** Stop, and tell the session why (the poller's own failure). */
+  fail(err: Error): void {
+    if (!this.active) return;
+    this.stop();
+    this.handlers.failed(err);
+  }
+
+  /** The fd polled readable (or in error): read until EAGAIN, a bounded number of requests. */
+  onReadable(): void {
+    for (let i = 0; i < READS_PER_WAKE && this.active; i++) {
+      let n: number;
+      try {
+        n = readOrErrno(this.fd, this.buf);
+      } catch (err) {
+        return this.fail(err as Error);
+      }
+      if (n > 0) {
+        // A copy: the handler may keep the body, and the next read reuses the buffer.
+        this.handlers.request(Buffer.from(this.buf.subarray(0, n)));
+        continue;
+      }
+      if (n === -Errno.EAGAIN) return;
+      if (n === 0 || n === -Errno.ENODEV) {
+        this.stop();
+        this.handlers.ended();
         return;
       }
-      // Readable, or POLLERR once the connection is aborted: read(2) then says ENODEV.
-      if (fds.readInt16LE(POLLFD.REVENTS) === 0) continue;
-      n = readOrErrno(data.fd, buf);
-    } catch (err) {
-      const code = (err as { code?: unknown }).code;
-      port.postMessage({
-        type: 'fatal',
-        message: String(err),
-        code: typeof code === 'string' ? code : undefined,
-      } satisfies FuseReaderMessage);
-      return;
+      // EINTR: a signal; ENOENT: the request went away before it could be read. Read again.
     }
-    // ENODEV: the connection ended. 0 never comes from /dev/fuse; it is the end of a socket
-    // standing in for it (the session's tests), and must not become an endless loop.
-    if (n === -Errno.ENODEV || n === 0) {
-      port.postMessage({ type: 'ended' } satisfies FuseReaderMessage);
-      return;
-    }
-    // EINTR: a signal; ENOENT: the request was interrupted before we could read it.
-    if (n < 0) continue;
-    const request = buf.buffer.slice(buf.byteOffset, buf.byteOffset + n);
-    port.postMessage({ type: 'request', buffer: request } satisfies FuseReaderMessage, [request]);
   }
 }
 
-const data = workerData as Partial<FuseReaderData> | null;
-if (parentPort !== null && data?.role === FUSE_READER_ROLE) {
-  runReader(data as FuseReaderData, parentPort);
+/**
+ * The process's one epoll set of FUSE fds and its one outstanding wait.
+ *
+ * While any reader is referenced, an epoll_wait with no timeout is out on the pool; it keeps the
+ * process alive as a referenced worker thread did. When only unreferenced readers are left, the
+ * wait is woken (an eventfd in the set) and not renewed: an unreferenced timer polls the set
+ * instead, so a detached mount is still served and the process may exit. With no reader left
+ * the set is closed.
+ */
+class DevicePoller {
+  private epfd = -1;
+  private wakeFd = -1;
+  private readonly readers = new Map<number, FuseReader>();
+  private waiting = false;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly events = Buffer.alloc(MAX_EVENTS * EPOLL_EVENT.SIZE);
+
+  add(reader: FuseReader): void {
+    if (this.epfd < 0) this.open();
+    const ev = Buffer.alloc(EPOLL_EVENT.SIZE);
+    ev.writeUInt32LE(EPOLLIN, EPOLL_EVENT.EVENTS);
+    ev.writeUInt32LE(reader.fd, EPOLL_EVENT.DATA);
+    const e = epollCtl(this.epfd, EPOLL_CTL_ADD, reader.fd, ev);
+    if (e !== 0) throw syscallError('epoll_ctl', e);
+    this.readers.set(reader.fd, reader);
+    this.referencesChanged();
+  }
+
+  /**
+   * Before the fd is closed: a closed fd whose open file description lives on elsewhere (a dup,
+   * systemd's fd store) would stay in the set and keep reporting events.
+   */
+  remove(reader: FuseReader): void {
+    if (this.readers.get(reader.fd) !== reader) return;
+    this.readers.delete(reader.fd);
+    epollCtl(this.epfd, EPOLL_CTL_DEL, reader.fd, null);
+    this.referencesChanged();
+  }
+
+  /** Wait on the pool, poll on a timer, or close, as the readers now need. */
+  referencesChanged(): void {
+    const referenced = [...this.readers.values()].some((r) => r.isReferenced);
+    if (referenced) {
+      this.stopTimer();
+      if (!this.waiting) this.wait();
+      return;
+    }
+    if (this.waiting) {
+      // The completion calls back here once the wait has returned.
+      this.wake();
+      return;
+    }
+    if (this.readers.size > 0) this.startTimer();
+    else this.close();
+  }
+
+  private open(): void {
+    this.epfd = epollCreate1(EPOLL_CLOEXEC);
+    this.wakeFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    const ev = Buffer.alloc(EPOLL_EVENT.SIZE);
+    ev.writeUInt32LE(EPOLLIN, EPOLL_EVENT.EVENTS);
+    ev.writeUInt32LE(this.wakeFd, EPOLL_EVENT.DATA);
+    const e = epollCtl(this.epfd, EPOLL_CTL_ADD, this.wakeFd, ev);
+    if (e !== 0) throw syscallError('epoll_ctl', e);
+  }
+
+  private close(): void {
+    this.stopTimer();
+    if (this.epfd < 0) return;
+    for (const fd of [this.epfd, this.wakeFd]) {
+      try {
+        close(fd);
+      } catch {
+        // Nothing left to release.
+      }
+    }
+    this.epfd = -1;
+    this.wakeFd = -1;
+  }
+
+  private wait(): void {
+    this.waiting = true;
+    epollWaitAsync(this.epfd, this.events, MAX_EVENTS, -1, (n) => {
+      this.waiting = false;
+      let ready = n;
+      try {
+        // -1: errno stayed on the pool thread. EINTR (a signal landed on that thread) is the
+        // usual cause; a zero-timeout wait here names any real error.
+        if (ready < 0) ready = epollWait(this.epfd, this.events, MAX_EVENTS, 0);
+      } catch (err) {
+        return this.failAll(err as Error);
+      }
+      this.dispatch(ready);
+      this.referencesChanged();
+    });
+  }
+
+  private wake(): void {
+    const one = Buffer.alloc(8);
+    one.writeBigUInt64LE(1n);
+    write(this.wakeFd, one);
+  }
+
+  private startTimer(): void {
+    if (this.timer !== undefined) return;
+    this.timer = setInterval(() => {
+      try {
+        this.dispatch(epollWait(this.epfd, this.events, MAX_EVENTS, 0));
+      } catch (err) {
+        this.failAll(err as Error);
+      }
+    }, UNREFERENCED_POLL_MS);
+    this.timer.unref();
+  }
+
+  private stopTimer(): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  private dispatch(ready: number): void {
+    // Copied out first: a handler that adds or removes a reader may start the next wait, which
+    // fills `events` on the pool thread.
+    const fds: number[] = [];
+    for (let i = 0; i < ready; i++) {
+      fds.push(this.events.readUInt32LE(i * EPOLL_EVENT.SIZE + EPOLL_EVENT.DATA));
+    }
+    for (const fd of fds) {
+      if (fd === this.wakeFd) {
+        readOrErrno(this.wakeFd, Buffer.alloc(8)); // reset the counter; EAGAIN if already 0
+        continue;
+      }
+      // Undefined: removed by a handler earlier in this batch.
+      this.readers.get(fd)?.onReadable();
+    }
+  }
+
+  /** The set itself failed: every reader stops and says why. */
+  private failAll(err: Error): void {
+    for (const reader of [...this.readers.values()]) reader.fail(err);
+  }
 }
+
+const poller = new DevicePoller();

@@ -1,9 +1,9 @@
 /**
- * One FUSE connection: the /dev/fuse fd of a mount, the reader worker (./fuseReader.ts), the
- * FUSE_INIT handshake, the request loop and the replies.
+ * One FUSE connection: the /dev/fuse fd of a mount, its reader (./fuseReader.ts), the FUSE_INIT
+ * handshake, the request loop and the replies.
  *
  * Requests arrive from the reader in kernel order and are handled one at a time on the main
- * thread by the filesystem's synchronous handler; each reply is one write(2) of header + body
+ * thread by the filesystem's synchronous handler, each before the next is read; each reply is one write(2) of header + body
  * (fs/fuse/dev.c fuse_dev_do_write takes a reply only whole). The session itself answers INIT and
  * DESTROY and consumes the requests that take no reply: FORGET, BATCH_FORGET and INTERRUPT.
  *
@@ -14,17 +14,7 @@
  * request is still running, which never happens here). It is counted and dropped.
  */
 import { EventEmitter } from 'node:events';
-import type { Worker } from 'node:worker_threads';
-import path from 'node:path';
-import {
-  EFD_CLOEXEC,
-  Errno,
-  close as closeFd,
-  eventfd,
-  write as writeFd,
-  writeOrErrno,
-} from '../native/libc';
-import { startWorker } from '../native/workerThread';
+import { Errno, close as closeFd, writeOrErrno } from '../native/libc';
 import {
   FUSE_KERNEL_MINOR_VERSION,
   FUSE_KERNEL_VERSION,
@@ -39,7 +29,7 @@ import {
   type InitIn,
   type RequestHeader,
 } from './fuseProtocol';
-import { FUSE_READER_ROLE, type FuseReaderData, type FuseReaderMessage } from './fuseReader';
+import { FuseReader } from './fuseReader';
 
 /** A request as a filesystem handler sees it: its header and the bytes after the header. */
 export interface FuseRequest {
@@ -109,8 +99,6 @@ export class FuseInitError extends Error {
  */
 const READ_BUFFER_BYTES = 128 * 1024 + 4096;
 
-const READER_ENTRY = path.join(__dirname, 'fuseReader');
-
 /**
  * The negotiation of fuse.h's "Version negotiation" section, as a pure function of the kernel's
  * fuse_init_in: the reply to send, and whether INIT is done (a kernel with a newer major sends a
@@ -178,17 +166,14 @@ export class FuseSession extends EventEmitter<FuseSessionEvents> {
   };
   /** Adopted and no request read yet: the first one tells which ids may be orphans. */
   private orphansPending: boolean;
-  private readonly worker: Worker;
+  private readonly reader: FuseReader;
   private fdOpen = true;
-  /** Readable = the reader stops (see stopReading); closed when the reader has exited. */
-  private readonly stopFd: number;
-  private stopped: Promise<void> | undefined;
-  private resolveStopped: (() => void) | undefined;
+  private resolveEnded!: () => void;
   private initDone: FuseProtocolInfo | undefined;
   private readonly initialized: Promise<FuseProtocolInfo>;
   private settleInit: { resolve: (p: FuseProtocolInfo) => void; reject: (e: Error) => void };
   /** Resolves once the reader has stopped and the fd is closed. */
-  readonly ended: Promise<void>;
+  readonly ended = new Promise<void>((resolve) => (this.resolveEnded = resolve));
 
   constructor(
     private readonly fd: number,
@@ -208,27 +193,14 @@ export class FuseSession extends EventEmitter<FuseSessionEvents> {
       this.initDone = options.adopted;
       settle.resolve(options.adopted);
     }
-    this.stopFd = eventfd(0, EFD_CLOEXEC);
-    const data: FuseReaderData = {
-      role: FUSE_READER_ROLE,
-      fd,
-      bufferBytes: READ_BUFFER_BYTES,
-      stopFd: this.stopFd,
-    };
-    this.worker = startWorker(READER_ENTRY, data);
-    this.worker.on('message', (message: FuseReaderMessage) => this.onMessage(message));
-    this.ended = new Promise<void>((resolve) => {
-      this.worker.once('exit', () => {
-        this.closeFd();
-        closeFd(this.stopFd);
-        this.resolveStopped?.();
-        this.settleInit.reject(new FuseInitError('the FUSE connection ended before FUSE_INIT'));
-        resolve();
-      });
+    this.reader = new FuseReader(fd, READ_BUFFER_BYTES, {
+      request: (buf) => this.onRequest(buf),
+      ended: () => this.finish(),
+      failed: (err) => {
+        this.emit('problem', `the FUSE reader stopped: ${String(err)}`, err);
+        this.finish();
+      },
     });
-    this.worker.on('error', (err) =>
-      this.emit('problem', `the FUSE reader failed: ${String(err)}`, err),
-    );
   }
 
   /** Resolves once FUSE_INIT is answered; rejects (FuseInitError) if the kernel is refused. */
@@ -242,34 +214,25 @@ export class FuseSession extends EventEmitter<FuseSessionEvents> {
 
   /**
    * Stop taking requests off the connection and leave it open for another process that holds
-   * it (a hand-over): every request the reader took is answered first. Resolves when the reader
-   * has stopped (or the connection has ended). This process's fd is closed; the kernel keeps the
-   * connection for as long as another fd to it is open.
+   * it (a hand-over): every request the reader took has been answered, since each is answered
+   * before the next read. Resolves when the reader has stopped (or the connection has ended).
+   * This process's fd is closed; the kernel keeps the connection for as long as another fd to it
+   * is open.
    */
   stopReading(): Promise<void> {
-    this.stopped ??= new Promise<void>((resolve) => {
-      this.resolveStopped = resolve;
-      const one = Buffer.alloc(8);
-      one.writeBigUInt64LE(1n);
-      try {
-        writeFd(this.stopFd, one);
-      } catch {
-        resolve(); // the reader is gone already: nothing left to stop
-      }
-    });
-    return this.stopped;
+    this.finish();
+    return this.ended;
   }
 
   /** Let the process exit while a detached mount is still being served. */
   unref(): void {
-    this.worker.unref();
+    this.reader.unref();
   }
 
   /**
    * Wait up to `ms` for the reader to see the connection end (it does once the kernel aborts the
-   * connection: a full unmount). true if it did; otherwise the reader is abandoned: unref'd and
-   * asked to terminate, which takes effect whenever its read(2) returns (a worker blocked in a
-   * system call cannot be stopped sooner), and false.
+   * connection: a full unmount). true if it did; otherwise the connection is abandoned: the
+   * reader stops and this fd is closed, and false.
    */
   async waitForEnd(ms: number): Promise<boolean> {
     let timer: NodeJS.Timeout | undefined;
@@ -278,11 +241,17 @@ export class FuseSession extends EventEmitter<FuseSessionEvents> {
     });
     const ended = await Promise.race([this.ended.then(() => true as const), late]);
     clearTimeout(timer);
-    if (!ended) {
-      this.worker.unref();
-      void this.worker.terminate();
-    }
+    if (!ended) this.finish();
     return ended;
+  }
+
+  /** Stop reading, close the fd, settle what waits on the session. Idempotent. */
+  private finish(): void {
+    if (!this.fdOpen) return;
+    this.reader.stop(); // before close: see DevicePoller.remove
+    this.closeFd();
+    this.settleInit.reject(new FuseInitError('the FUSE connection ended before FUSE_INIT'));
+    this.resolveEnded();
   }
 
   private closeFd(): void {
@@ -293,15 +262,6 @@ export class FuseSession extends EventEmitter<FuseSessionEvents> {
     } catch {
       // Already closed: nothing left to release.
     }
-  }
-
-  private onMessage(message: FuseReaderMessage): void {
-    if (message.type === 'request') this.onRequest(Buffer.from(message.buffer));
-    else if (message.type === 'fatal') {
-      this.emit('problem', `the FUSE reader stopped: ${message.message}`);
-    }
-    // 'ended', 'stopped': the worker exits next; its 'exit' closes the fd. Messages arrive in
-    // order, so every request it read has been answered by then.
   }
 
   private onRequest(buf: Buffer): void {

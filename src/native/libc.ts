@@ -135,7 +135,7 @@ const c = {
   signal: libc.func('intptr_t signal(int signum, intptr_t handler)'),
   prlimit: libc.func('int prlimit(int pid, int resource, void *newLimit, void *oldLimit)'),
   sendmsg: libc.func('sendmsg', 'long', ['int', koffi.pointer(MSGHDR), 'int']),
-  // fcntl(2) is variadic in C; only F_GETFD/F_SETFD with an int are used.
+  // fcntl(2) is variadic in C; only F_GETFD/F_SETFD/F_GETFL/F_SETFL/F_DUPFD with an int are used.
   fcntl: libc.func('int fcntl(int fd, int cmd, ...)'),
 };
 
@@ -331,6 +331,21 @@ export function setCloseOnExec(fd: number): void {
   check('fcntl', c.fcntl(fd, F_SETFD, 'int', flags | FD_CLOEXEC));
 }
 
+const F_GETFL = 3;
+const F_SETFL = 4;
+export const O_NONBLOCK = 0o4000;
+
+/** Set O_NONBLOCK on the open file description of `fd` (shared with every dup of it). */
+export function setNonBlocking(fd: number): void {
+  const flags = check('fcntl', c.fcntl(fd, F_GETFL, 'int', 0));
+  if ((flags & O_NONBLOCK) === 0) check('fcntl', c.fcntl(fd, F_SETFL, 'int', flags | O_NONBLOCK));
+}
+
+/** True when `fd` has O_NONBLOCK set. */
+export function isNonBlocking(fd: number): boolean {
+  return (check('fcntl', c.fcntl(fd, F_GETFL, 'int', 0)) & O_NONBLOCK) !== 0;
+}
+
 /** True when `fd` has FD_CLOEXEC set. */
 export function isCloseOnExec(fd: number): boolean {
   return (check('fcntl', c.fcntl(fd, F_GETFD, 'int', 0)) & FD_CLOEXEC) !== 0;
@@ -441,6 +456,25 @@ export function epollWait(
     throw syscallError('epoll_wait', e);
   }
   return n;
+}
+
+/**
+ * epoll_wait(2) on a libuv pool thread (koffi's asynchronous call), so that the main thread can
+ * wait for fds without a thread of its own. `done` runs on the main thread with the count, or -1
+ * when the call failed: errno belongs to the pool thread and cannot be read here, so a caller
+ * learns the error from a synchronous epollWait(..., 0). `events` is written in place by the pool
+ * thread: the caller must not touch it, or free it, before `done`.
+ */
+export function epollWaitAsync(
+  epfd: number,
+  events: Buffer,
+  maxEvents: number,
+  timeoutMs: number,
+  done: (n: number) => void,
+): void {
+  c.epoll_wait.async(epfd, events, maxEvents, timeoutMs, (err: unknown, n: number) =>
+    done(err !== null && err !== undefined ? -1 : n),
+  );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 /**
- * How relayfork starts its worker threads (the proc connector's receive loop, the FUSE request
- * reader). Production always runs the compiled `.js` module beside the caller; the test suite,
- * which runs the TypeScript sources, installs a factory of its own (test/support/tsWorker.ts,
- * a jest setup file) so that workers run the sources under test, never a stale dist/.
+ * How relayfork starts its worker thread (the proc connector's receive loop; the FUSE reader has
+ * none, see src/fs/fuseReader.ts). Production always runs the compiled `.js` module beside the
+ * caller; the test suite, which runs the TypeScript sources, installs a factory of its own
+ * (test/support/tsWorker.ts, a jest setup file) so that workers run the sources under test, never
+ * a stale dist/.
  */
 import { Worker } from 'node:worker_threads';
 

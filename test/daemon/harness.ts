@@ -76,7 +76,7 @@ export class Daemon extends Child {
 
   /**
    * Ends the daemon; SIGKILL only after `timeoutMs`. A liveness bound, generous by default: its
-   * shutdown unmounts and stops two workers, which takes seconds on a loaded machine.
+   * shutdown unmounts and stops the receive worker, which takes seconds on a loaded machine.
    */
   override stop(
     signal: NodeJS.Signals = 'SIGTERM',
