@@ -602,7 +602,7 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
       void session.ended.then(() => this.forgetOpenFiles());
       return;
     }
-    // The kernel aborted the connection at unmount: the reader sees ENODEV and exits.
+    // The kernel aborted the connection at unmount: the reader reads ENODEV and the session ends.
     if (await session.waitForEnd(READER_STOP_MS)) this.forgetOpenFiles();
     else void session.ended.then(() => this.forgetOpenFiles());
   }

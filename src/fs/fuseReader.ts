@@ -5,10 +5,12 @@
  * No thread of our own: the fds of every session in the process sit in one epoll set, and one
  * epoll_wait(2) at a time waits for all of them on a libuv pool thread (an asynchronous libc
  * call, ../native/libc epollWaitAsync). When it returns, the main thread reads the ready fds,
- * which are O_NONBLOCK, until EAGAIN. A Node worker thread would cost a whole V8 isolate, 10-12 MB
- * of RSS on Node 20 and 16-18 MB on Node 24, to wait for requests that come a few times a second
- * (issue 7's 70 MB goal). One wait for all sessions, not one per session, because a wait holds a
- * pool thread for as long as it lasts and the pool (4 threads by default) also serves `fs`.
+ * which are O_NONBLOCK, until EAGAIN. A Node worker thread costs a whole V8 isolate to wait for
+ * requests that come a few times a second: the daemon's idle RSS fell 7-9 MB on Node 20 (75 to
+ * 66-68 MB), 11 MB on Node 22 and 13 MB on Node 24 without it (issue 7's 70 MB goal). One wait
+ * for all sessions, not one per session, because a wait holds a pool thread for as long as it
+ * lasts and the pool (UV_THREADPOOL_SIZE, 4 by default) also serves `fs`: the FUSE server needs
+ * at least 2 pool threads, and its requests wait behind any pool work queued before the wait.
  *
  * The main thread never blocks in read(2): a request can vanish between the wake-up and the read
  * (interrupted before userspace took it, fs/fuse/dev.c request_wait_answer), and the read then
@@ -20,9 +22,11 @@
  * before the next read, so once stop() returns no request has been read and left unanswered, and
  * the rest wait in the kernel for whoever holds the connection next (a hand-over).
  *
- * The end: read(2) fails ENODEV once the connection is aborted (fuse_abort_conn at unmount; the
- * device then polls EPOLLERR, fs/fuse/dev.c fuse_dev_poll); 0 never comes from /dev/fuse, it is
- * the end of a socket standing in for it (the session's tests).
+ * The end: read(2) fails ENODEV once the connection is aborted (fuse_abort_conn when the mount's
+ * superblock goes, or through fusectl; the device then polls EPOLLERR, fs/fuse/dev.c
+ * fuse_dev_poll). ECONNABORTED replaces ENODEV after a fusectl abort only for a server that
+ * negotiated FUSE_ABORT_ERROR, which relayfork does not (Linux 6.18 says ENODEV); it is an end
+ * too. 0 never comes from /dev/fuse: it is the end of a socket standing in for it (the tests).
  */
 import {
   EFD_CLOEXEC,
@@ -120,7 +124,7 @@ export class FuseReader {
         continue;
       }
       if (n === -Errno.EAGAIN) return;
-      if (n === 0 || n === -Errno.ENODEV) {
+      if (n === 0 || n === -Errno.ENODEV || n === -Errno.ECONNABORTED) {
         this.stop();
         this.handlers.ended();
         return;
@@ -136,8 +140,11 @@ export class FuseReader {
  * While any reader is referenced, an epoll_wait with no timeout is out on the pool; it keeps the
  * process alive as a referenced worker thread did. When only unreferenced readers are left, the
  * wait is woken (an eventfd in the set) and not renewed: an unreferenced timer polls the set
- * instead, so a detached mount is still served and the process may exit. With no reader left
- * the set is closed.
+ * instead, so a detached mount is still served (within 100 ms) and the process may exit. With no
+ * reader left the set is closed.
+ *
+ * At process exit the wait is woken: Node joins the pool threads as it exits (uv_library_shutdown),
+ * and one blocked in epoll_wait would hang process.exit() and every uncaught exception forever.
  */
 class DevicePoller {
   private epfd = -1;
@@ -145,7 +152,12 @@ class DevicePoller {
   private readonly readers = new Map<number, FuseReader>();
   private waiting = false;
   private timer: NodeJS.Timeout | undefined;
+  private exiting = false;
   private readonly events = Buffer.alloc(MAX_EVENTS * EPOLL_EVENT.SIZE);
+  private readonly onExit = (): void => {
+    this.exiting = true;
+    if (this.waiting) this.wake();
+  };
 
   add(reader: FuseReader): void {
     if (this.epfd < 0) this.open();
@@ -171,6 +183,7 @@ class DevicePoller {
 
   /** Wait on the pool, poll on a timer, or close, as the readers now need. */
   referencesChanged(): void {
+    if (this.exiting) return;
     const referenced = [...this.readers.values()].some((r) => r.isReferenced);
     if (referenced) {
       this.stopTimer();
@@ -194,11 +207,13 @@ class DevicePoller {
     ev.writeUInt32LE(this.wakeFd, EPOLL_EVENT.DATA);
     const e = epollCtl(this.epfd, EPOLL_CTL_ADD, this.wakeFd, ev);
     if (e !== 0) throw syscallError('epoll_ctl', e);
+    process.on('exit', this.onExit);
   }
 
   private close(): void {
     this.stopTimer();
     if (this.epfd < 0) return;
+    process.off('exit', this.onExit);
     for (const fd of [this.epfd, this.wakeFd]) {
       try {
         close(fd);
@@ -212,18 +227,15 @@ class DevicePoller {
 
   private wait(): void {
     this.waiting = true;
-    epollWaitAsync(this.epfd, this.events, MAX_EVENTS, -1, (n) => {
+    epollWaitAsync(this.epfd, this.events, MAX_EVENTS, -1, (err, ready) => {
       this.waiting = false;
-      let ready = n;
+      // Not retried: a wait that fails once would fail again, and koffi may call back at once.
+      if (err !== null) return this.failAll(err);
       try {
-        // -1: errno stayed on the pool thread. EINTR (a signal landed on that thread) is the
-        // usual cause; a zero-timeout wait here names any real error.
-        if (ready < 0) ready = epollWait(this.epfd, this.events, MAX_EVENTS, 0);
-      } catch (err) {
-        return this.failAll(err as Error);
+        this.dispatch(ready);
+      } finally {
+        this.referencesChanged();
       }
-      this.dispatch(ready);
-      this.referencesChanged();
     });
   }
 

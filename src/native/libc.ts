@@ -69,6 +69,7 @@ export const Errno = {
   EROFS: 30,
   ENOSYS: 38,
   EPROTO: 71,
+  ECONNABORTED: 103,
   ENOBUFS: 105,
   /** Not in Node's os.constants.errno. */
   ESHUTDOWN: 108,
@@ -368,14 +369,22 @@ export function write(fd: number, buf: Buffer): number {
 
 /**
  * read(2) for a loop that expects some failures as outcomes: returns the count, or -errno for
- * EINTR, EAGAIN, ENOENT and ENODEV (on /dev/fuse: interrupted, nothing yet, a request that went
- * away before it could be read, the connection ended); throws for anything else.
+ * EINTR, EAGAIN, ENOENT, ENODEV and ECONNABORTED (on /dev/fuse: interrupted, nothing yet, a
+ * request that went away before it could be read, the connection ended, the connection was
+ * aborted with FUSE_ABORT_ERROR negotiated: fs/fuse/dev.c fuse_dev_do_read); throws for anything
+ * else.
  */
 export function readOrErrno(fd: number, buf: Buffer): number {
   const n = Number(c.read(fd, buf, buf.length));
   if (n >= 0) return n;
   const e = koffi.errno();
-  if (e === Errno.EINTR || e === Errno.EAGAIN || e === Errno.ENOENT || e === Errno.ENODEV) {
+  if (
+    e === Errno.EINTR ||
+    e === Errno.EAGAIN ||
+    e === Errno.ENOENT ||
+    e === Errno.ENODEV ||
+    e === Errno.ECONNABORTED
+  ) {
     return -e;
   }
   throw syscallError('read', e);
@@ -460,21 +469,35 @@ export function epollWait(
 
 /**
  * epoll_wait(2) on a libuv pool thread (koffi's asynchronous call), so that the main thread can
- * wait for fds without a thread of its own. `done` runs on the main thread with the count, or -1
- * when the call failed: errno belongs to the pool thread and cannot be read here, so a caller
- * learns the error from a synchronous epollWait(..., 0). `events` is written in place by the pool
- * thread: the caller must not touch it, or free it, before `done`.
+ * wait for fds without a thread of its own. `done` runs on the main thread, Node-style, with the
+ * number of events (EINTR, a signal that landed on the pool thread, is 0) or the error; koffi
+ * restores the pool thread's errno before it calls back (koffi 3.3 AsyncCall::Complete). When
+ * koffi cannot even start the call, `done` runs before this returns. `events` is written in place
+ * by the pool thread: the caller must not touch it, or free it, before `done`.
  */
 export function epollWaitAsync(
   epfd: number,
   events: Buffer,
   maxEvents: number,
   timeoutMs: number,
-  done: (n: number) => void,
+  done: (err: Error | null, ready: number) => void,
 ): void {
-  c.epoll_wait.async(epfd, events, maxEvents, timeoutMs, (err: unknown, n: number) =>
-    done(err !== null && err !== undefined ? -1 : n),
-  );
+  const complete = (err: unknown, n: number): void => {
+    if (err !== null && err !== undefined) return done(asError(err), 0);
+    if (n >= 0) return done(null, n);
+    const e = koffi.errno();
+    if (e === Errno.EINTR) return done(null, 0);
+    done(syscallError('epoll_wait', e), 0);
+  };
+  try {
+    c.epoll_wait.async(epfd, events, maxEvents, timeoutMs, complete);
+  } catch (err) {
+    done(asError(err), 0); // koffi refused the call ("Too many asynchronous calls")
+  }
+}
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
 }
 
 // ---------------------------------------------------------------------------------------------

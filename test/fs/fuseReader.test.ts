@@ -2,10 +2,13 @@
  * The FUSE reader's design, against stand-in kernels (SOCK_SEQPACKET socket pairs, as in
  * fuseSession.test.ts): no thread of its own, one wait on the libuv pool for every session (so
  * that more sessions than pool threads neither starve `fs` nor each other), O_NONBLOCK fds, and
- * an unreferenced session that lets the process exit while it still serves.
+ * an unreferenced session that lets the process exit while it still serves, a referenced one that
+ * does not hold up process.exit(), and the end of an aborted connection.
  */
 import fs from 'node:fs';
-import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { execFileSync, spawn } from 'node:child_process';
 import {
   AF_UNIX,
   POLLIN,
@@ -20,7 +23,11 @@ import {
 } from '../../src/native/libc';
 import { IN_HEADER, InitFlag, Opcode } from '../../src/fs/fuseProtocol';
 import { FuseSession } from '../../src/fs/fuseSession';
-import { ROOT, nodeEvalArgs } from '../support/paths';
+import { AttributeFs, type AttributeFsNotice } from '../../src/fs/attributeFs';
+import { readMountInfo, topMountAt } from '../../src/fs/mountInfo';
+import { TempDir, waitFor } from '../support';
+import { ROOT, nodeEvalArgs, requireRoot } from '../support/paths';
+import { devFuseFdCount } from './helpers';
 
 function request(opcode: number, unique: bigint, body: Buffer = Buffer.alloc(0)): Buffer {
   const b = Buffer.alloc(IN_HEADER.SIZE + body.length);
@@ -117,8 +124,11 @@ function runChild(body: string, timeoutMs: number): Promise<{ code: number | nul
   });
 }
 
-/** A child that serves one INIT through a session (unreferenced or not), then has nothing to do. */
-const serveOneChild = (unref: boolean): string => `
+/**
+ * A child that serves one INIT through a session (unreferenced or not), then runs `after` (by
+ * default nothing: the session alone decides whether the process lives on).
+ */
+const serveOneChild = (unref: boolean, after = ''): string => `
   const libc = require('./src/native/libc.ts');
   const { FuseSession } = require('./src/fs/fuseSession.ts');
   const { IN_HEADER, Opcode } = require('./src/fs/fuseProtocol.ts');
@@ -138,6 +148,7 @@ const serveOneChild = (unref: boolean): string => `
   session.init().then((p) => {
     process.stdout.write('served ' + p.minor + '\\n');
     clearTimeout(keepAlive);
+    ${after}
   });
 `;
 
@@ -150,4 +161,54 @@ test('an unreferenced session is still served and lets the process exit; a refer
   const referenced = await runChild(serveOneChild(false), 3000);
   expect(referenced.out).toContain('served 43');
   expect(referenced.code).toBeNull(); // still running when the bound ran out, then killed
+});
+
+test('process.exit() and an uncaught exception end the process while a referenced session waits', async () => {
+  // Node joins the pool's threads at exit: the reader's wait must not hold one of them forever.
+  const exited = await runChild(serveOneChild(false, 'process.exit(3);'), 20000);
+  expect(exited).toEqual({ code: 3, out: 'served 43\n' });
+  const thrown = await runChild(
+    serveOneChild(false, "setImmediate(() => { throw new Error('boom'); });"),
+    20000,
+  );
+  expect(thrown).toEqual({ code: 1, out: 'served 43\n' });
+});
+
+describe('a connection aborted through fusectl', () => {
+  let tmp: TempDir;
+  afterAll(() => tmp?.cleanup());
+
+  test('ends the session quietly (the read says ENODEV: an end, not a failure); close() still unmounts', async () => {
+    requireRoot();
+    tmp = new TempDir('relayfork-reader-');
+    const mountpoint = path.join(tmp.path, 'mnt');
+    const notices: AttributeFsNotice[] = [];
+    const tree = new AttributeFs(mountpoint, {
+      value: { show: () => 'v\n', store: () => 'accepted' },
+    });
+    tree.on('notice', (n) => notices.push(n));
+    try {
+      const fdBaseline = await devFuseFdCount();
+      await tree.mount();
+      expect(await readFile(path.join(mountpoint, 'value'), 'utf8')).toBe('v\n');
+      const device = topMountAt(await readMountInfo(), mountpoint)?.device;
+      expect(device).toMatch(/^0:\d+$/);
+      // fusectl (fs/fuse/control.c) in the temp dir: hosts without systemd have none mounted.
+      const fusectl = path.join(tmp.path, 'fusectl');
+      fs.mkdirSync(fusectl);
+      execFileSync('mount', ['-t', 'fusectl', 'fusectl', fusectl]);
+      try {
+        const [major, minor] = device!.split(':').map(Number);
+        fs.writeFileSync(path.join(fusectl, String(major * 2 ** 20 + minor), 'abort'), '1');
+      } finally {
+        execFileSync('umount', [fusectl]);
+      }
+      // The reader sees the end and the session closes its fd.
+      await waitFor('the /dev/fuse fd closed', async () => (await devFuseFdCount()) === fdBaseline);
+      expect(notices.filter((n) => n.kind === 'fuse-problem')).toEqual([]);
+    } finally {
+      await tree.close();
+    }
+    expect(topMountAt(await readMountInfo(), mountpoint)).toBeUndefined();
+  });
 });
