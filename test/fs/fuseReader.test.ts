@@ -11,56 +11,25 @@ import path from 'node:path';
 import { execFileSync, spawn } from 'node:child_process';
 import {
   AF_UNIX,
-  POLLIN,
   SOCK_CLOEXEC,
   SOCK_SEQPACKET,
   close,
   isNonBlocking,
-  poll,
-  read,
   socketpair,
   write,
 } from '../../src/native/libc';
-import { IN_HEADER, InitFlag, Opcode } from '../../src/fs/fuseProtocol';
+import { InitFlag, Opcode } from '../../src/fs/fuseProtocol';
 import { FuseSession } from '../../src/fs/fuseSession';
 import { AttributeFs, type AttributeFsNotice } from '../../src/fs/attributeFs';
 import { readMountInfo, topMountAt } from '../../src/fs/mountInfo';
 import { TempDir, waitFor } from '../support';
 import { ROOT, nodeEvalArgs, requireRoot } from '../support/paths';
-import { devFuseFdCount } from './helpers';
+import { devFuseFdCount, fuseRequest, initBody, nextReply } from './helpers';
 
-function request(opcode: number, unique: bigint, body: Buffer = Buffer.alloc(0)): Buffer {
-  const b = Buffer.alloc(IN_HEADER.SIZE + body.length);
-  b.writeUInt32LE(b.length, IN_HEADER.LEN);
-  b.writeUInt32LE(opcode, IN_HEADER.OPCODE);
-  b.writeBigUInt64LE(unique, IN_HEADER.UNIQUE);
-  b.writeBigUInt64LE(1n, IN_HEADER.NODEID);
-  body.copy(b, IN_HEADER.SIZE);
-  return b;
-}
-
-function initRequest(unique: bigint): Buffer {
-  const body = Buffer.alloc(64);
-  body.writeUInt32LE(7, 0);
-  body.writeUInt32LE(45, 4);
-  body.writeUInt32LE(Number(InitFlag.FUSE_INIT_EXT), 12);
-  return request(Opcode.INIT, unique, body);
-}
-
-/** The unique of the next reply on `kernelFd`, polled without blocking the event loop. */
-async function nextReplyUnique(kernelFd: number): Promise<bigint> {
-  const fds = Buffer.alloc(8);
-  fds.writeInt32LE(kernelFd, 0);
-  fds.writeInt16LE(POLLIN, 4);
-  const deadline = Date.now() + 10000;
-  while (poll(fds, 0) === 0) {
-    if (Date.now() > deadline) throw new Error(`no reply on fd ${kernelFd}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-  const buf = Buffer.alloc(4096);
-  read(kernelFd, buf);
-  return buf.readBigUInt64LE(8);
-}
+const initRequest = (unique: bigint): Buffer =>
+  fuseRequest(Opcode.INIT, unique, initBody(7, 45, InitFlag.FUSE_INIT_EXT));
+const nextReplyUnique = async (kernelFd: number): Promise<bigint> =>
+  (await nextReply(kernelFd)).unique;
 
 const threadCount = (): number => fs.readdirSync('/proc/self/task').length;
 
@@ -93,7 +62,7 @@ test('six sessions, more than the pool has threads, share one wait: no thread of
     const uniques = await Promise.all(pairs.map(([, theirs]) => nextReplyUnique(theirs)));
     expect(uniques).toEqual(pairs.map((_, i) => BigInt(2 + 2 * i)));
     await Promise.all(sessions.map((s) => s.init()));
-    write(pairs[5][1], request(Opcode.GETATTR, 100n));
+    write(pairs[5][1], fuseRequest(Opcode.GETATTR, 100n));
     expect(await nextReplyUnique(pairs[5][1])).toBe(100n);
     expect(threadCount()).toBe(threadsBefore);
   } finally {

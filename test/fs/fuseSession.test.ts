@@ -11,12 +11,12 @@ import {
   SOCK_SEQPACKET,
   close,
   poll,
-  read,
   socketpair,
   write,
 } from '../../src/native/libc';
 import { IN_HEADER, InitFlag, Opcode, parseInitOut } from '../../src/fs/fuseProtocol';
 import { FuseSession, type FuseRequest } from '../../src/fs/fuseSession';
+import { fuseRequest, initBody, nextReply as readReply, type StandInReply } from './helpers';
 
 let kernelFd = -1;
 let sessionFd = -1;
@@ -26,48 +26,8 @@ let session: FuseSession | undefined;
 const handled: FuseRequest[] = [];
 const problems: string[] = [];
 
-/** A request as the kernel frames it: fuse_in_header then `body`. */
-function request(opcode: number, unique: bigint, body: Buffer = Buffer.alloc(0)): Buffer {
-  const b = Buffer.alloc(IN_HEADER.SIZE + body.length);
-  b.writeUInt32LE(b.length, IN_HEADER.LEN);
-  b.writeUInt32LE(opcode, IN_HEADER.OPCODE);
-  b.writeBigUInt64LE(unique, IN_HEADER.UNIQUE);
-  b.writeBigUInt64LE(1n, IN_HEADER.NODEID);
-  b.writeUInt32LE(1000, IN_HEADER.UID);
-  b.writeUInt32LE(1001, IN_HEADER.GID);
-  b.writeUInt32LE(4242, IN_HEADER.PID);
-  body.copy(b, IN_HEADER.SIZE);
-  return b;
-}
-
-function initBody(major: number, minor: number, flags: bigint): Buffer {
-  const b = Buffer.alloc(64);
-  b.writeUInt32LE(major, 0);
-  b.writeUInt32LE(minor, 4);
-  b.writeUInt32LE(Number(flags & 0xffffffffn), 12);
-  b.writeUInt32LE(Number(flags >> 32n), 16);
-  return b;
-}
-
-/** The next reply the session writes: polled without blocking the event loop the session needs. */
-async function nextReply(): Promise<{ len: number; error: number; unique: bigint; body: Buffer }> {
-  const fds = Buffer.alloc(8);
-  fds.writeInt32LE(kernelFd, 0);
-  fds.writeInt16LE(POLLIN, 4);
-  const deadline = Date.now() + 10000;
-  while (poll(fds, 0) === 0) {
-    if (Date.now() > deadline) throw new Error('no reply from the session');
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-  const buf = Buffer.alloc(4096);
-  const n = read(kernelFd, buf);
-  return {
-    len: buf.readUInt32LE(0),
-    error: buf.readInt32LE(4),
-    unique: buf.readBigUInt64LE(8),
-    body: buf.subarray(16, n),
-  };
-}
+const request = fuseRequest;
+const nextReply = (): Promise<StandInReply> => readReply(kernelFd);
 
 beforeAll(async () => {
   const [ours, theirs] = socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);

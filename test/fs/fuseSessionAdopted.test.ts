@@ -16,8 +16,9 @@ import {
   socketpair,
   write,
 } from '../../src/native/libc';
-import { IN_HEADER, Opcode } from '../../src/fs/fuseProtocol';
+import { Opcode } from '../../src/fs/fuseProtocol';
 import { FuseSession, type FuseProtocolInfo } from '../../src/fs/fuseSession';
+import { fuseRequest } from './helpers';
 
 const PROTOCOL: FuseProtocolInfo = {
   kernelMajor: 7,
@@ -32,14 +33,8 @@ let kernelFd = -1;
 let keptFd = -1;
 let session: FuseSession | undefined;
 
-function request(opcode: number, unique: bigint): Buffer {
-  const b = Buffer.alloc(IN_HEADER.SIZE + 16);
-  b.writeUInt32LE(b.length, IN_HEADER.LEN);
-  b.writeUInt32LE(opcode, IN_HEADER.OPCODE);
-  b.writeBigUInt64LE(unique, IN_HEADER.UNIQUE);
-  b.writeBigUInt64LE(1n, IN_HEADER.NODEID);
-  return b;
-}
+const request = (opcode: number, unique: bigint): Buffer =>
+  fuseRequest(opcode, unique, Buffer.alloc(16));
 
 /** Every reply written until `last` arrives (bounded wait, without blocking the event loop). */
 async function repliesUntil(last: bigint): Promise<Array<{ unique: bigint; error: number }>> {

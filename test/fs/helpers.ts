@@ -7,6 +7,8 @@
 import { readFile, readdir, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Attribute, StoreOutcome } from '../../src/fs/attribute';
+import { IN_HEADER } from '../../src/fs/fuseProtocol';
+import { POLLIN, poll, read } from '../../src/native/libc';
 import { AS_NOBODY, REGISTER_TS, ROOT, run, spawnChild, type Child } from '../support';
 
 const MOUNT_CHILD = path.join(__dirname, 'fixtures/mountChild.ts');
@@ -18,6 +20,64 @@ export async function procMountPoints(): Promise<string[]> {
     .split('\n')
     .filter((line) => line !== '')
     .map((line) => line.split(' ')[1].replace(/\\040/g, ' '));
+}
+
+// A stand-in kernel (fuseSession, fuseSessionAdopted, fuseReader tests): a SOCK_SEQPACKET socket
+// pair keeps message boundaries as /dev/fuse does, and the test plays the kernel's side.
+
+/** A request as the kernel frames it: fuse_in_header (node 1, uid 1000, gid 1001, pid 4242), then `body`. */
+export function fuseRequest(
+  opcode: number,
+  unique: bigint,
+  body: Buffer = Buffer.alloc(0),
+): Buffer {
+  const b = Buffer.alloc(IN_HEADER.SIZE + body.length);
+  b.writeUInt32LE(b.length, IN_HEADER.LEN);
+  b.writeUInt32LE(opcode, IN_HEADER.OPCODE);
+  b.writeBigUInt64LE(unique, IN_HEADER.UNIQUE);
+  b.writeBigUInt64LE(1n, IN_HEADER.NODEID);
+  b.writeUInt32LE(1000, IN_HEADER.UID);
+  b.writeUInt32LE(1001, IN_HEADER.GID);
+  b.writeUInt32LE(4242, IN_HEADER.PID);
+  body.copy(b, IN_HEADER.SIZE);
+  return b;
+}
+
+/** A fuse_init_in body. */
+export function initBody(major: number, minor: number, flags: bigint): Buffer {
+  const b = Buffer.alloc(64);
+  b.writeUInt32LE(major, 0);
+  b.writeUInt32LE(minor, 4);
+  b.writeUInt32LE(Number(flags & 0xffffffffn), 12);
+  b.writeUInt32LE(Number(flags >> 32n), 16);
+  return b;
+}
+
+export interface StandInReply {
+  len: number;
+  error: number;
+  unique: bigint;
+  body: Buffer;
+}
+
+/** The next reply written to `kernelFd`, polled (10 s at most) without blocking the event loop. */
+export async function nextReply(kernelFd: number): Promise<StandInReply> {
+  const fds = Buffer.alloc(8);
+  fds.writeInt32LE(kernelFd, 0);
+  fds.writeInt16LE(POLLIN, 4);
+  const deadline = Date.now() + 10000;
+  while (poll(fds, 0) === 0) {
+    if (Date.now() > deadline) throw new Error(`no reply on fd ${kernelFd}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  const buf = Buffer.alloc(4096);
+  const n = read(kernelFd, buf);
+  return {
+    len: buf.readUInt32LE(0),
+    error: buf.readInt32LE(4),
+    unique: buf.readBigUInt64LE(8),
+    body: buf.subarray(16, n),
+  };
 }
 
 /** How many fds of this process are open on /dev/fuse (one per live mount served here). */
