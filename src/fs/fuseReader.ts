@@ -80,10 +80,6 @@ export class FuseReader {
     poller.add(this);
   }
 
-  get reading(): boolean {
-    return this.active;
-  }
-
   get isReferenced(): boolean {
     return this.referenced;
   }
@@ -161,11 +157,7 @@ class DevicePoller {
 
   add(reader: FuseReader): void {
     if (this.epfd < 0) this.open();
-    const ev = Buffer.alloc(EPOLL_EVENT.SIZE);
-    ev.writeUInt32LE(EPOLLIN, EPOLL_EVENT.EVENTS);
-    ev.writeUInt32LE(reader.fd, EPOLL_EVENT.DATA);
-    const e = epollCtl(this.epfd, EPOLL_CTL_ADD, reader.fd, ev);
-    if (e !== 0) throw syscallError('epoll_ctl', e);
+    this.watch(reader.fd);
     this.readers.set(reader.fd, reader);
     this.referencesChanged();
   }
@@ -202,12 +194,17 @@ class DevicePoller {
   private open(): void {
     this.epfd = epollCreate1(EPOLL_CLOEXEC);
     this.wakeFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    this.watch(this.wakeFd);
+    process.on('exit', this.onExit);
+  }
+
+  /** Add `fd` to the set, readable, its number as the event's data. */
+  private watch(fd: number): void {
     const ev = Buffer.alloc(EPOLL_EVENT.SIZE);
     ev.writeUInt32LE(EPOLLIN, EPOLL_EVENT.EVENTS);
-    ev.writeUInt32LE(this.wakeFd, EPOLL_EVENT.DATA);
-    const e = epollCtl(this.epfd, EPOLL_CTL_ADD, this.wakeFd, ev);
+    ev.writeUInt32LE(fd, EPOLL_EVENT.DATA);
+    const e = epollCtl(this.epfd, EPOLL_CTL_ADD, fd, ev);
     if (e !== 0) throw syscallError('epoll_ctl', e);
-    process.on('exit', this.onExit);
   }
 
   private close(): void {

@@ -3,9 +3,10 @@
  * handshake, the request loop and the replies.
  *
  * Requests arrive from the reader in kernel order and are handled one at a time on the main
- * thread by the filesystem's synchronous handler, each before the next is read; each reply is one write(2) of header + body
- * (fs/fuse/dev.c fuse_dev_do_write takes a reply only whole). The session itself answers INIT and
- * DESTROY and consumes the requests that take no reply: FORGET, BATCH_FORGET and INTERRUPT.
+ * thread by the filesystem's synchronous handler, each before the next is read; each reply is one
+ * write(2) of header + body (fs/fuse/dev.c fuse_dev_do_write takes a reply only whole). The
+ * session itself answers INIT and DESTROY and consumes the requests that take no reply: FORGET,
+ * BATCH_FORGET and INTERRUPT.
  *
  * INTERRUPT: the kernel queues one only for a request userspace has already read (FR_SENT,
  * fs/fuse/dev.c request_wait_answer -> queue_interrupt), so it always reaches us after that
