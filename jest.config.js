@@ -13,6 +13,7 @@ const UNIT = [
   '<rootDir>/test/relay/patchRules.test.ts',
   '<rootDir>/test/relay/stats.test.ts',
   '<rootDir>/test/fs/mountInfo.test.ts',
+  '<rootDir>/test/fs/threadPool.test.ts',
   '<rootDir>/test/kubernetes/daemonset.test.ts',
   '<rootDir>/test/systemd/installService.test.ts',
   '<rootDir>/test/systemd/fdStore.test.ts',

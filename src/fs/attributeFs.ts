@@ -99,6 +99,7 @@ import {
   canonicalize,
   checkFuseDevice,
   checkRoot,
+  checkThreadPool,
   prepareMountpoint,
   type MountpointNotice,
 } from './preflight';
@@ -399,6 +400,9 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
   }
 
   private async doAdopt({ fd, name }: FuseHandover): Promise<void> {
+    // Before anything touches the connection: with a pool this tree cannot serve from, the fd
+    // stays as it is (in systemd's fd store) for a start with a usable environment.
+    checkThreadPool();
     const described = parseHandoverName(name);
     // No stat, realpath or lookup of the mountpoint itself: the mount is served by this very fd,
     // and nobody reads it until the session below starts.
@@ -521,6 +525,7 @@ export class AttributeFs extends EventEmitter<AttributeFsEvents> {
 
   private async doMount(): Promise<void> {
     checkRoot();
+    checkThreadPool();
     await checkFuseDevice();
     const prepared = await prepareMountpoint(this.requested);
     for (const notice of prepared.notices) this.emit('notice', notice);

@@ -5,6 +5,8 @@
 export type FsMountErrorCode =
   /** Not running as root: mount(2) needs CAP_SYS_ADMIN and we never fall back to fusermount. */
   | 'NOT_ROOT'
+  /** UV_THREADPOOL_SIZE leaves libuv's pool one thread, which the FUSE server's wait would hold. */
+  | 'THREAD_POOL'
   /** /dev/fuse is missing, not a character device, or cannot be opened. */
   | 'ENODEV_FUSE'
   /** The mountpoint (or one of its parents) exists and is not a directory. */

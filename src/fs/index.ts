@@ -24,5 +24,12 @@ export {
   type HandoverDescription,
 } from './handover';
 export { FsMountError, type FsMountErrorCode } from './errors';
-export { checkFuseDevice, checkRoot, prepareMountpoint, type MountpointNotice } from './preflight';
+export {
+  checkFuseDevice,
+  checkRoot,
+  checkThreadPool,
+  prepareMountpoint,
+  threadPoolSize,
+  type MountpointNotice,
+} from './preflight';
 export type { FuseProtocolInfo } from './fuseSession';

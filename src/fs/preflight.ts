@@ -37,6 +37,35 @@ export function checkRoot(euid: number | undefined = process.geteuid?.()): void 
   }
 }
 
+/**
+ * The threads libuv's pool will have, read from `UV_THREADPOOL_SIZE` as libuv 1.x reads it
+ * (src/threadpool.c, init_threads): unset means 4; otherwise atoi() of the value, where 0 (and so
+ * "", "abc", "0") means 1, a negative value wraps (unsigned) to the 1024 maximum, and trailing
+ * junk is ignored ("3x" is 3). Measured on Node 20 by counting the process's threads.
+ */
+export function threadPoolSize(value: string | undefined): number {
+  if (value === undefined) return 4;
+  const n = Number(/^[\t\n\v\f\r ]*([+-]?\d+)/.exec(value)?.[1] ?? 0);
+  if (n === 0) return 1;
+  if (n < 0 || n > 1024) return 1024;
+  return n;
+}
+
+/**
+ * The FUSE server waits for requests on libuv's pool (fuseReader.ts: one epoll_wait that lasts
+ * while the mount is served); with a pool of one thread that wait would hold it, and every fs call
+ * of the process, and so of the daemon, would queue behind it forever.
+ */
+export function checkThreadPool(value: string | undefined = process.env.UV_THREADPOOL_SIZE): void {
+  const size = threadPoolSize(value);
+  if (size < 2) {
+    throw new FsMountError(
+      'THREAD_POOL',
+      `UV_THREADPOOL_SIZE=${JSON.stringify(value)} gives libuv's thread pool ${size} thread, and the FUSE server needs at least 2 (one waits on /dev/fuse): unset UV_THREADPOOL_SIZE or set it to 2 or more`,
+    );
+  }
+}
+
 /** /dev/fuse must exist, be the FUSE character device, and be openable by us. */
 export async function checkFuseDevice(device: string = FUSE_DEVICE): Promise<void> {
   const advice = 'load the FUSE module (modprobe fuse); in Docker, run with --device /dev/fuse';

@@ -49,8 +49,9 @@ export class Daemon extends Child {
   static async start(
     mountpoint: string,
     extraArgs: string[] = ['--signal', String(RELAY_SIGNAL)],
+    env: NodeJS.ProcessEnv = process.env,
   ): Promise<Daemon> {
-    const daemon = new Daemon(mountpoint, extraArgs);
+    const daemon = new Daemon(mountpoint, extraArgs, [], env);
     try {
       await daemon.waitForLine(/ready: relaying forks/, 'stderr', 20000);
     } catch (err) {

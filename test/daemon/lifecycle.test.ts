@@ -81,6 +81,25 @@ test('a stale mount left by a killed daemon is cleared at start', async () => {
   expect(isMounted(mp)).toBe(false);
 });
 
+test("serves with libuv's pool at 2 threads, the least it accepts", async () => {
+  const mp = tmp.join('pool-2');
+  const d = await Daemon.start(mp, ['--signal', '40'], {
+    ...process.env,
+    UV_THREADPOOL_SIZE: '2',
+  });
+  try {
+    // The daemon is another process: these reads are answered by its FUSE wait on one pool
+    // thread while its start-up fs work (state file, mountinfo) had the other.
+    for (let i = 0; i < 8; i++) expect(fs.readFileSync(d.file('signal'), 'utf8')).toBe('40\n');
+    fs.writeFileSync(d.file('signal'), '41\n');
+    expect(fs.readFileSync(d.file('signal'), 'utf8')).toBe('41\n');
+    expect((await d.stop('SIGTERM')).code).toBe(0);
+  } finally {
+    await d.shutdown();
+  }
+  expect(isMounted(mp)).toBe(false);
+});
+
 describe('refuses to start with one clear line', () => {
   test('when not root', async () => {
     const mp = tmp.join('notroot');
@@ -91,6 +110,20 @@ describe('refuses to start with one clear line', () => {
     expect(code).not.toBe(0);
     expect(errors).toHaveLength(1);
     expect(errors[0]).toMatch(/root/);
+  });
+
+  test("when UV_THREADPOOL_SIZE leaves libuv's pool one thread (the FUSE wait would hold it)", async () => {
+    for (const value of ['1', '0']) {
+      const mp = tmp.join(`pool-${value}`);
+      const { code, errors } = await expectRefusal(
+        ['--mountpoint', mp, '--signal', '40'],
+        ['env', `UV_THREADPOOL_SIZE=${value}`],
+      );
+      expect(code).not.toBe(0);
+      expect(errors).toHaveLength(1);
+      expect(errors[0]).toMatch(/UV_THREADPOOL_SIZE.*at least 2.*unset UV_THREADPOOL_SIZE/);
+      expect(isMounted(mp)).toBe(false);
+    }
   });
 
   test('when the mountpoint is not a directory', async () => {

@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Attribute } from '../../src/fs/attribute';
 import { AdoptRefused, AttributeFs, type AttributeFsNotice } from '../../src/fs/attributeFs';
+import { FsMountError } from '../../src/fs/errors';
 import { parseHandoverName } from '../../src/fs/handover';
 import { readMountInfo, topMountAt } from '../../src/fs/mountInfo';
 import { O_CLOEXEC, O_RDWR, close, duplicateFd, open } from '../../src/native/libc';
@@ -133,6 +134,33 @@ describe('refusals: the connection is abandoned and the mountpoint is free for m
     expect(err).toBeInstanceOf(AdoptRefused);
     return (err as Error).message;
   }
+
+  test('with a pool of one thread: an error before the connection is touched, kept for a later start', async () => {
+    const mountpoint = path.join(base, 'pool-of-one');
+    const old = await leftBehind(mountpoint, { value: value('kept\n') });
+    const tree = makeTree(mountpoint, { value: value('kept\n') });
+    const saved = process.env.UV_THREADPOOL_SIZE;
+    process.env.UV_THREADPOOL_SIZE = '1';
+    let err: unknown;
+    try {
+      err = await tree.adopt({ fd: old.fd, name: old.name }).then(
+        () => new Error('expected the adoption to fail'),
+        (e: unknown) => e,
+      );
+    } finally {
+      if (saved === undefined) delete process.env.UV_THREADPOOL_SIZE;
+      else process.env.UV_THREADPOOL_SIZE = saved;
+    }
+    expect(err).toBeInstanceOf(FsMountError);
+    expect(err).toMatchObject({ code: 'THREAD_POOL' });
+    // Neither closed nor abandoned: the same tree adopts it once the pool is fit.
+    expect(fs.fstatSync(old.fd).isCharacterDevice()).toBe(true);
+    expect(await deviceAt(mountpoint)).toBe(old.device);
+    spareFds.splice(spareFds.indexOf(old.fd), 1); // the tree owns it from here
+    await tree.adopt({ fd: old.fd, name: old.name });
+    expect(await readFile(path.join(mountpoint, 'value'), 'utf8')).toBe('kept\n');
+    await tree.close();
+  });
 
   test('another set of files: refused, then a fresh mount works', async () => {
     const mountpoint = path.join(base, 'other-files');
