@@ -15,10 +15,11 @@
  * Markdown and an SVG of the latency distributions under bench/results/ (and latest.*).
  *
  * BENCH_SMOKE=1 (or runBench({ smoke: true })): a few hundred events, one round, no forkstat,
- * no make, no goals: run by the test suite (test/bench/smoke.test.ts) so the bench cannot rot.
+ * a 6-file make, no goals: run by the test suite (test/bench/smoke.test.ts) so the bench cannot rot.
  * ROUNDS=N sets the rounds (default 5); LOADS=paced,storm,threads, MAKE=0 and SCALE=0 select parts;
  * WARMUP_S (relayfork's idle seconds after start-up, default 10) and IDLE_S (the idle window
- * measured before each load, default 3).
+ * measured before each load, default 3). RELAYFORK_NODE=<path of a node binary> runs the daemon
+ * under another Node.js (scripts/lib/node-from-npm.sh fetches them) than the bench's own.
  */
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
@@ -97,14 +98,30 @@ export interface Summary {
   lost: number;
 }
 
+/** `make -j2` under one condition, medians over the rounds. */
+export interface MakeSummary {
+  condition: Condition;
+  /** make's wall time over the same round's with nothing running: noisy on a shared machine. */
+  wallRatio: number;
+  /**
+   * CPU seconds of the relay and of its registrant during make, over make's wall time: the most
+   * they can add to it (the time make would wait if every cycle they took were taken from it).
+   */
+  cpuShare: number;
+  /** Signals the registrant took during make (the forks relayed); 0 for forkstat. */
+  signals: number;
+}
+
 export interface BenchReport {
   date: string;
   machine: { kernel: string; cpus: string; cores: number; memGiB: number; node: string };
+  /** The Node.js running relayfork (RELAYFORK_NODE, default the bench's own). */
+  daemonNode: string;
   smoke: boolean;
   rounds: number;
   sizes: Sizes;
   summaries: Summary[];
-  make: { condition: Condition; wallRatio: number }[];
+  make: MakeSummary[];
   rss: { idleMiB: number; afterStormMiB: number };
   scale:
     | {
@@ -129,6 +146,8 @@ export interface BenchReport {
 const WARMUP_S = Number(process.env.WARMUP_S ?? 10);
 /** The idle window measured before each load (no forks of ours: the machine's own still come). */
 const IDLE_S = Number(process.env.IDLE_S ?? 3);
+/** The node that runs relayfork's daemon. */
+const DAEMON_NODE = process.env.RELAYFORK_NODE ?? process.execPath;
 
 function sizesFor(smoke: boolean): Sizes {
   return smoke
@@ -140,7 +159,7 @@ function sizesFor(smoke: boolean): Sizes {
         registrants: [1, 2],
         scaleRegistrants: 20,
         scaleThreads: 300,
-        makeFiles: 0,
+        makeFiles: 6,
         warmupS: 0,
         idleS: 0,
       }
@@ -249,7 +268,7 @@ async function startRelayfork(
 ): Promise<Relay & { child: Child }> {
   const mountpoint = path.join(dir, `mnt-${Date.now()}`);
   const child = startChild(
-    process.execPath,
+    DAEMON_NODE,
     [CLI, '--mountpoint', mountpoint, '--signal', String(SIGNAL)],
     env,
   );
@@ -431,11 +450,73 @@ function generateProject(dir: string, files: number): void {
   );
 }
 
-async function timeMake(dir: string): Promise<number> {
-  await execFileAsync('make', ['-s', '-C', dir, 'clean']);
-  const t0 = process.hrtime.bigint();
-  await execFileAsync('make', ['-s', '-j2', '-C', dir], { maxBuffer: 1 << 24 });
-  return Number(process.hrtime.bigint() - t0) / 1e9;
+interface MakeRun {
+  wallS: number;
+  /** CPU seconds of the relay and its registrant during make (and the relay's backlog after). */
+  cpuS: number;
+  signals: number;
+}
+
+/**
+ * One `make -j2` from clean under `condition`: relayfork and the C relay with one registrant (a
+ * latency_consumer, as in the loads), forkstat printing to nowhere, or nothing.
+ */
+async function runMake(
+  bins: Record<string, string>,
+  forkstat: string | undefined,
+  dir: string,
+  project: string,
+  condition: Condition,
+  sizes: Sizes,
+): Promise<MakeRun> {
+  const stoppers: (() => Promise<unknown>)[] = [];
+  const pids: number[] = [];
+  const out = path.join(dir, `make-recv-${condition}.txt`);
+  const consumer = (processes?: string): Promise<Child> => {
+    const c = startChild(bins.latency_consumer, [
+      String(SIGNAL),
+      out,
+      ...(processes ? [processes] : []),
+    ]);
+    stoppers.unshift(() => c.stop('SIGTERM'));
+    return c.waitForLine(/^ready$/, 'stdout').then(() => c);
+  };
+  try {
+    if (condition === 'relayfork') {
+      const relay = await startRelayfork(dir);
+      stoppers.unshift(() => relay.stop());
+      // Past its start-up GC (see WARMUP_S): make measures the daemon's everyday cost.
+      await sleep(sizes.warmupS * 1000);
+      pids.push(relay.child.pid, (await consumer(relay.processesPath)).pid);
+    } else if (condition === 'c-relay') {
+      const c = await consumer();
+      const relay = startChild(bins.c_relay, [String(SIGNAL), String(c.pid)]);
+      stoppers.unshift(() => relay.stop('SIGTERM'));
+      await relay.waitForLine(/^ready$/, 'stdout');
+      pids.push(relay.pid, c.pid);
+    } else if (condition === 'forkstat' && forkstat !== undefined) {
+      const relay = startChild(forkstat, ['-e', 'fork', '-q']);
+      stoppers.unshift(() => relay.stop('SIGINT'));
+      await sleep(500); // it prints nothing until it ends: give it time to subscribe
+      pids.push(relay.pid);
+    }
+    await execFileAsync('make', ['-s', '-C', project, 'clean']);
+    const cpu = (): number => pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+    const cpu0 = cpu();
+    const t0 = process.hrtime.bigint();
+    await execFileAsync('make', ['-s', '-j2', '-C', project], { maxBuffer: 1 << 24 });
+    const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
+    if (pids.length > 0) await settle(pids[0]);
+    const cpuS = cpu() - cpu0;
+    for (const stop of stoppers.splice(0)) await stop();
+    const signals = fs.existsSync(out)
+      ? fs.readFileSync(out, 'utf8').split('\n').filter(Boolean).length
+      : 0;
+    return { wallS, cpuS, signals };
+  } finally {
+    for (const stop of stoppers) await stop();
+    fs.rmSync(out, { force: true });
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -606,7 +687,8 @@ function evaluateGoals(report: BenchReport): BenchReport['goals'] {
   const add = (goal: string, pass: boolean, detail: string): void => {
     goals.push({ goal, pass, detail });
   };
-  const fmt = (n: number | undefined): string => (n === undefined ? 'n/a' : n.toFixed(2));
+  const fmt = (n: number | undefined, digits = 2): string =>
+    n === undefined ? 'n/a' : n.toFixed(digits);
   for (const load of ['paced', 'storm'] as const) {
     const rf = get(load, 1, 'relayfork');
     const c = get(load, 1, 'c-relay');
@@ -673,12 +755,21 @@ function evaluateGoals(report: BenchReport): BenchReport['goals'] {
       `x${fmt(sst.wallRatio)} vs forkstat x${fmt(f?.wallRatio)}`,
     );
   }
+  // The wall-time ratio of one make against another moves by several per cent on this shared
+  // machine whatever runs (forkstat measured x0.79 and the C relay x0.95 on 11-29): too coarse
+  // for 1%. The CPU the relay and its registrant take during make bounds what they can add.
   const mk = report.make.find((m) => m.condition === 'relayfork');
-  if (mk) add('make -j2 wall-time ratio within 1%', mk.wallRatio <= 1.01, `x${fmt(mk.wallRatio)}`);
+  if (mk) {
+    add(
+      "make -j2 within 1%: relayfork's and its registrant's CPU during make <= 1% of make's wall time",
+      mk.cpuShare <= 0.01,
+      `${fmt(mk.cpuShare * 100, 3)}% for ${fmt(mk.signals, 0)} forks relayed; wall time x${fmt(mk.wallRatio, 3)}`,
+    );
+  }
   // Only when the thread storm ran (LOADS may leave it out).
   if (report.rss.afterStormMiB > 0) {
     add(
-      'RSS after the storm <= 70 MB',
+      `RSS after the storm <= 70 MB (Node ${report.daemonNode})`,
       report.rss.afterStormMiB <= 70,
       `${fmt(report.rss.afterStormMiB)} MiB`,
     );
@@ -694,7 +785,7 @@ function markdown(report: BenchReport): string {
   lines.push('');
   const m = report.machine;
   lines.push(
-    `Machine: ${m.cpus} (${m.cores} cores), ${m.memGiB.toFixed(1)} GiB, Linux ${m.kernel}, Node ${m.node}; ${report.rounds} round(s), conditions rotated; medians.`,
+    `Machine: ${m.cpus} (${m.cores} cores), ${m.memGiB.toFixed(1)} GiB, Linux ${m.kernel}, Node ${m.node} (relayfork's daemon: ${report.daemonNode}); ${report.rounds} round(s), conditions rotated; medians.`,
   );
   lines.push('');
   lines.push(
@@ -710,8 +801,14 @@ function markdown(report: BenchReport): string {
   lines.push('');
   if (report.make.length) {
     lines.push(
-      '`make -j2`: ' + report.make.map((x) => `${x.condition} x${f(x.wallRatio, 3)}`).join(', '),
+      '| `make -j2` | wall x none | CPU of relay + registrant / make wall | signals taken |',
+      '| --- | --- | --- | --- |',
     );
+    for (const x of report.make) {
+      lines.push(
+        `| ${x.condition} | ${f(x.wallRatio, 3)} | ${f(x.cpuShare * 100, 3)}% | ${f(x.signals, 0)} |`,
+      );
+    }
     lines.push('');
   }
   lines.push(
@@ -823,10 +920,7 @@ export async function runBench(
     if (process.env.MAKE === '0') sizes.makeFiles = 0;
     const total = rounds * loads.length * sizes.registrants.length * conditions.length;
     let done = 0;
-    const make: { condition: Condition; times: number[] }[] = conditions.map((c) => ({
-      condition: c,
-      times: [],
-    }));
+    const make = new Map<Condition, MakeRun[]>(conditions.map((c) => [c, []]));
     const project = path.join(dir, 'project');
     if (sizes.makeFiles > 0) generateProject(project, sizes.makeFiles);
     for (let round = 0; round < rounds; round++) {
@@ -843,29 +937,13 @@ export async function runBench(
       if (sizes.makeFiles > 0) {
         for (const condition of order) {
           progress(`round ${round + 1} make -j2 ${condition}`);
-          const relay = condition === 'relayfork' ? await startRelayfork(dir) : undefined;
-          // Past its start-up GC (see WARMUP_S): make measures the daemon's everyday cost.
-          if (relay !== undefined) await sleep(sizes.warmupS * 1000);
-          let other: Child | undefined;
-          if (condition === 'c-relay') {
-            other = startChild(bins.c_relay, [String(SIGNAL)]);
-            await other.waitForLine(/^ready$/, 'stdout');
-          } else if (condition === 'forkstat' && forkstat) {
-            other = startChild(forkstat, ['-e', 'fork', '-q']);
-            await sleep(500);
-          }
-          try {
-            make.find((m) => m.condition === condition)?.times.push(await timeMake(project));
-          } finally {
-            await relay?.stop();
-            await other?.stop('SIGINT');
-          }
+          make.get(condition)?.push(await runMake(bins, forkstat, dir, project, condition, sizes));
         }
       }
     }
     progress('scale: 1,000 registrants with full queues during a thread storm');
     const scale = process.env.SCALE === '0' ? undefined : await runScale(bins, dir, sizes);
-    const none = make.find((m) => m.condition === 'none')?.times ?? [];
+    const none = make.get('none') ?? [];
     const report: BenchReport = {
       date: new Date().toISOString(),
       machine: {
@@ -875,17 +953,20 @@ export async function runBench(
         memGiB: os.totalmem() / 2 ** 30,
         node: process.version,
       },
+      daemonNode: (await execFileAsync(DAEMON_NODE, ['--version'])).stdout.trim(),
       smoke,
       rounds,
       sizes,
       summaries: summarize(runs),
       make:
         none.length > 0
-          ? make
-              .filter((m) => m.condition !== 'none')
-              .map((m) => ({
-                condition: m.condition,
-                wallRatio: median(m.times.map((t, i) => t / none[i])),
+          ? [...make]
+              .filter(([condition]) => condition !== 'none')
+              .map(([condition, runs]) => ({
+                condition,
+                wallRatio: median(runs.map((r, i) => r.wallS / none[i].wallS)),
+                cpuShare: median(runs.map((r) => r.cpuS / r.wallS)),
+                signals: median(runs.map((r) => r.signals)),
               }))
           : [],
       rss,

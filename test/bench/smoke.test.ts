@@ -35,6 +35,14 @@ test('smoke: exact delivery under every load, and the three reports', async () =
   }
   expect(report.scale?.registrants).toBeGreaterThan(0);
   expect(report.rss.afterStormMiB).toBeGreaterThan(0);
+  // make -j2 of a 6-file project: each relay passed its forks to its registrant and took CPU.
+  for (const condition of ['c-relay', 'relayfork']) {
+    const m = report.make.find((x) => x.condition === condition);
+    expect([condition, m?.signals]).toEqual([condition, expect.any(Number)]);
+    expect(m?.signals).toBeGreaterThanOrEqual(7); // make's forks of cc (6 objects and the link), at least
+    expect(m?.cpuShare).toBeGreaterThan(0);
+    expect(m?.wallRatio).toBeGreaterThan(0);
+  }
   expect(files).toHaveLength(3);
   expect(JSON.parse(fs.readFileSync(files[0], 'utf8'))).toMatchObject({ smoke: true });
   expect(fs.readFileSync(files[1], 'utf8')).toContain('| load | registrants |');
