@@ -40,7 +40,8 @@ test('smoke: exact delivery under every load, and the three reports', async () =
     const m = report.make.find((x) => x.condition === condition);
     expect([condition, m?.signals]).toEqual([condition, expect.any(Number)]);
     expect(m?.signals).toBeGreaterThanOrEqual(7); // make's forks of cc (6 objects and the link), at least
-    expect(m?.cpuShare).toBeGreaterThan(0);
+    expect(m?.relayCpuShare).toBeGreaterThan(0);
+    expect(m?.registrantCpuShare).toBeGreaterThan(0);
     expect(m?.wallRatio).toBeGreaterThan(0);
   }
   expect(files).toHaveLength(3);
