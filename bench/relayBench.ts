@@ -842,10 +842,12 @@ function markdown(report: BenchReport): string {
     }
     lines.push('');
   }
-  lines.push(
-    `RSS of relayfork: idle ${f(report.rss.idleMiB, 1)} MiB, after the thread storm ${f(report.rss.afterStormMiB, 1)} MiB.`,
-  );
-  lines.push('');
+  if (report.rss.idleMiB > 0) {
+    lines.push(
+      `RSS of relayfork: idle ${f(report.rss.idleMiB, 1)} MiB, after the thread storm ${f(report.rss.afterStormMiB, 1)} MiB.`,
+    );
+    lines.push('');
+  }
   if (report.scale) {
     const s = report.scale;
     lines.push(
