@@ -6,19 +6,16 @@
  */
 import {
   AF_UNIX,
-  POLLIN,
   SOCK_CLOEXEC,
   SOCK_SEQPACKET,
   close,
-  poll,
-  read,
   duplicateFd,
   socketpair,
   write,
 } from '../../src/native/libc';
 import { Opcode } from '../../src/fs/fuseProtocol';
 import { FuseSession, type FuseProtocolInfo } from '../../src/fs/fuseSession';
-import { fuseRequest } from './helpers';
+import { fuseRequest, nextReply } from './helpers';
 
 const PROTOCOL: FuseProtocolInfo = {
   kernelMajor: 7,
@@ -38,21 +35,11 @@ const request = (opcode: number, unique: bigint): Buffer =>
 
 /** Every reply written until `last` arrives (bounded wait, without blocking the event loop). */
 async function repliesUntil(last: bigint): Promise<Array<{ unique: bigint; error: number }>> {
-  const fds = Buffer.alloc(8);
-  fds.writeInt32LE(kernelFd, 0);
-  fds.writeInt16LE(POLLIN, 4);
   const out: Array<{ unique: bigint; error: number }> = [];
-  const deadline = Date.now() + 10000;
-  const buf = Buffer.alloc(4096);
   for (;;) {
-    while (poll(fds, 0) === 0) {
-      if (Date.now() > deadline) throw new Error(`no reply ${last} from the session`);
-      await new Promise((resolve) => setTimeout(resolve, 5));
-    }
-    read(kernelFd, buf);
-    const reply = { unique: buf.readBigUInt64LE(8), error: buf.readInt32LE(4) };
-    out.push(reply);
-    if (reply.unique === last) return out;
+    const { unique, error } = await nextReply(kernelFd);
+    out.push({ unique, error });
+    if (unique === last) return out;
   }
 }
 

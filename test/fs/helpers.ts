@@ -7,9 +7,10 @@
 import { readFile, readdir, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Attribute, StoreOutcome } from '../../src/fs/attribute';
-import { IN_HEADER } from '../../src/fs/fuseProtocol';
+import { IN_HEADER, OUT_HEADER } from '../../src/fs/fuseProtocol';
 import { POLLIN, poll, read } from '../../src/native/libc';
-import { AS_NOBODY, REGISTER_TS, ROOT, run, spawnChild, type Child } from '../support';
+import { POLLFD } from '../../src/native/structs';
+import { AS_NOBODY, REGISTER_TS, ROOT, run, spawnChild, waitFor, type Child } from '../support';
 
 const MOUNT_CHILD = path.join(__dirname, 'fixtures/mountChild.ts');
 
@@ -60,23 +61,19 @@ export interface StandInReply {
   body: Buffer;
 }
 
-/** The next reply written to `kernelFd`, polled (10 s at most) without blocking the event loop. */
+/** The next reply written to `kernelFd`, polled without blocking the event loop the session needs. */
 export async function nextReply(kernelFd: number): Promise<StandInReply> {
-  const fds = Buffer.alloc(8);
-  fds.writeInt32LE(kernelFd, 0);
-  fds.writeInt16LE(POLLIN, 4);
-  const deadline = Date.now() + 10000;
-  while (poll(fds, 0) === 0) {
-    if (Date.now() > deadline) throw new Error(`no reply on fd ${kernelFd}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
+  const fds = Buffer.alloc(POLLFD.SIZE);
+  fds.writeInt32LE(kernelFd, POLLFD.FD);
+  fds.writeInt16LE(POLLIN, POLLFD.EVENTS);
+  await waitFor(`a reply on fd ${kernelFd}`, () => poll(fds, 0) > 0);
   const buf = Buffer.alloc(4096);
   const n = read(kernelFd, buf);
   return {
-    len: buf.readUInt32LE(0),
-    error: buf.readInt32LE(4),
-    unique: buf.readBigUInt64LE(8),
-    body: buf.subarray(16, n),
+    len: buf.readUInt32LE(OUT_HEADER.LEN),
+    error: buf.readInt32LE(OUT_HEADER.ERROR),
+    unique: buf.readBigUInt64LE(OUT_HEADER.UNIQUE),
+    body: buf.subarray(OUT_HEADER.SIZE, n),
   };
 }
 
