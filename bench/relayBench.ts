@@ -293,6 +293,79 @@ async function startRelayfork(
   };
 }
 
+interface Registrant {
+  child: Child;
+  /** Where it writes its "child si_pid t_ns" lines when stopped with SIGTERM. */
+  out: string;
+}
+
+/**
+ * Starts `condition`: relayfork (its registrants register themselves) or the C relay (given
+ * its registrants' pids), each with `registrants` latency_consumers writing to
+ * `<outPrefix>-<i>.txt`; forkstat (no registrants: it only prints); or nothing ('none'). What was
+ * started before a failure is stopped.
+ */
+async function startCondition(
+  bins: Record<string, string>,
+  forkstat: string | undefined,
+  condition: Condition,
+  registrants: number,
+  dir: string,
+  outPrefix: string,
+): Promise<{ relay: Relay | undefined; consumers: Registrant[] }> {
+  const consumers: Registrant[] = [];
+  let relay: Relay | undefined;
+  const startConsumers = async (processes: string | undefined): Promise<void> => {
+    for (let i = 0; i < registrants; i++) {
+      const out = `${outPrefix}-${i}.txt`;
+      const c = startChild(bins.latency_consumer, [
+        String(SIGNAL),
+        out,
+        ...(processes ? [processes] : []),
+      ]);
+      consumers.push({ child: c, out });
+      await c.waitForLine(/^ready$/, 'stdout');
+    }
+  };
+  try {
+    if (condition === 'relayfork') {
+      relay = await startRelayfork(dir);
+      await startConsumers(relay.processesPath);
+    } else if (condition === 'c-relay') {
+      await startConsumers(undefined);
+      const c = startChild(bins.c_relay, [
+        String(SIGNAL),
+        ...consumers.map((x) => String(x.child.pid)),
+      ]);
+      relay = {
+        pid: c.pid,
+        processesPath: undefined,
+        async stop() {
+          await c.stop('SIGTERM');
+          return Number(/overruns (\d+)/.exec(c.stdout.join('\n'))?.[1] ?? 0);
+        },
+      };
+      await c.waitForLine(/^ready$/, 'stdout');
+    } else if (condition === 'forkstat' && forkstat !== undefined) {
+      const c = startChild(forkstat, ['-e', 'fork', '-q']);
+      relay = {
+        pid: c.pid,
+        processesPath: undefined,
+        async stop() {
+          await c.stop('SIGINT');
+          return 0;
+        },
+      };
+      await sleep(500); // it prints nothing until it ends: give it time to subscribe
+    }
+    return { relay, consumers };
+  } catch (err) {
+    for (const c of consumers) await c.child.stop('SIGKILL');
+    await relay?.stop();
+    throw err;
+  }
+}
+
 async function runOnce(
   bins: Record<string, string>,
   forkstat: string | undefined,
@@ -304,51 +377,18 @@ async function runOnce(
   sizes: Sizes,
   rss: { idleMiB: number; afterStormMiB: number },
 ): Promise<RunResult> {
-  const consumers: { child: Child; out: string }[] = [];
-  let relay: Relay | undefined;
-  const startConsumers = async (processes: string | undefined): Promise<void> => {
-    for (let i = 0; i < registrants; i++) {
-      const out = path.join(dir, `recv-${condition}-${i}.txt`);
-      const c = startChild(bins.latency_consumer, [
-        String(SIGNAL),
-        out,
-        ...(processes ? [processes] : []),
-      ]);
-      await c.waitForLine(/^ready$/, 'stdout');
-      consumers.push({ child: c, out });
-    }
-  };
-  if (condition === 'relayfork') {
-    const r = await startRelayfork(dir);
-    relay = r;
-    if (r.pid !== undefined) rss.idleMiB = Math.max(rss.idleMiB, rssMiB(r.pid));
-    await startConsumers(r.processesPath);
-  } else if (condition === 'c-relay') {
-    await startConsumers(undefined);
-    const c = startChild(bins.c_relay, [
-      String(SIGNAL),
-      ...consumers.map((x) => String(x.child.pid)),
-    ]);
-    await c.waitForLine(/^ready$/, 'stdout');
-    relay = {
-      pid: c.pid,
-      processesPath: undefined,
-      async stop() {
-        await c.stop('SIGTERM');
-        return Number(/overruns (\d+)/.exec(c.stdout.join('\n'))?.[1] ?? 0);
-      },
-    };
-  } else if (condition === 'forkstat' && forkstat !== undefined) {
-    const c = startChild(forkstat, ['-e', 'fork', '-q']);
-    await sleep(500); // it prints nothing until it ends: give it time to subscribe
-    relay = {
-      pid: c.pid,
-      processesPath: undefined,
-      async stop() {
-        await c.stop('SIGINT');
-        return 0;
-      },
-    };
+  const started = await startCondition(
+    bins,
+    forkstat,
+    condition,
+    registrants,
+    dir,
+    path.join(dir, `recv-${condition}`),
+  );
+  const { consumers } = started;
+  let relay = started.relay;
+  if (condition === 'relayfork' && relay?.pid !== undefined) {
+    rss.idleMiB = Math.max(rss.idleMiB, rssMiB(relay.pid));
   }
   try {
     const n = load === 'paced' ? sizes.paced : load === 'storm' ? sizes.storm : sizes.threads;
@@ -477,40 +517,27 @@ async function runMake(
   condition: Condition,
   sizes: Sizes,
 ): Promise<MakeRun> {
-  const stoppers: (() => Promise<unknown>)[] = [];
-  let relayPid: number | undefined;
-  let registrantPid: number | undefined;
-  const out = path.join(dir, `make-recv-${condition}.txt`);
-  const consumer = (processes?: string): Promise<Child> => {
-    const c = startChild(bins.latency_consumer, [
-      String(SIGNAL),
-      out,
-      ...(processes ? [processes] : []),
-    ]);
-    stoppers.unshift(() => c.stop('SIGTERM'));
-    return c.waitForLine(/^ready$/, 'stdout').then(() => c);
+  const { relay, consumers } = await startCondition(
+    bins,
+    forkstat,
+    condition,
+    condition === 'none' ? 0 : 1,
+    dir,
+    path.join(dir, `make-recv-${condition}`),
+  );
+  const relayPid = relay?.pid;
+  const registrant = consumers.at(0);
+  const registrantPid = registrant?.child.pid;
+  let stopped = false;
+  const stop = async (): Promise<void> => {
+    if (stopped) return;
+    stopped = true;
+    for (const c of consumers) await c.child.stop('SIGTERM');
+    await relay?.stop();
   };
   try {
-    if (condition === 'relayfork') {
-      const relay = await startRelayfork(dir);
-      stoppers.unshift(() => relay.stop());
-      // Past its start-up GC (see WARMUP_S): make measures the daemon's everyday cost.
-      await sleep(sizes.warmupS * 1000);
-      relayPid = relay.child.pid;
-      registrantPid = (await consumer(relay.processesPath)).pid;
-    } else if (condition === 'c-relay') {
-      const c = await consumer();
-      const relay = startChild(bins.c_relay, [String(SIGNAL), String(c.pid)]);
-      stoppers.unshift(() => relay.stop('SIGTERM'));
-      await relay.waitForLine(/^ready$/, 'stdout');
-      relayPid = relay.pid;
-      registrantPid = c.pid;
-    } else if (condition === 'forkstat' && forkstat !== undefined) {
-      const relay = startChild(forkstat, ['-e', 'fork', '-q']);
-      stoppers.unshift(() => relay.stop('SIGINT'));
-      await sleep(500); // it prints nothing until it ends: give it time to subscribe
-      relayPid = relay.pid;
-    }
+    // Past its start-up GC (see WARMUP_S): make measures the daemon's everyday cost.
+    if (condition === 'relayfork') await sleep(sizes.warmupS * 1000);
     /** One make from clean; its start and end on CLOCK_MONOTONIC (the registrant's clock). */
     const make = async (): Promise<{ t0: bigint; t1: bigint }> => {
       await execFileAsync('make', ['-s', '-C', project, 'clean']);
@@ -529,19 +556,19 @@ async function runMake(
     const settled = process.hrtime.bigint();
     const relayCpuS = cpu(relayPid) - relay0;
     const registrantCpuS = cpu(registrantPid) - registrant0;
-    for (const stop of stoppers.splice(0)) await stop();
+    await stop();
     // The signals taken from the measured make's start until the relay had settled.
-    const signals = fs.existsSync(out)
+    const signals = registrant
       ? fs
-          .readFileSync(out, 'utf8')
+          .readFileSync(registrant.out, 'utf8')
           .split('\n')
           .map((line) => BigInt(line.split(' ')[2] ?? -1))
           .filter((t) => t >= t0 && t <= settled).length
       : 0;
     return { wallS, relayCpuS, registrantCpuS, signals };
   } finally {
-    for (const stop of stoppers) await stop();
-    fs.rmSync(out, { force: true });
+    await stop();
+    if (registrant) fs.rmSync(registrant.out, { force: true });
   }
 }
 
