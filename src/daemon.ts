@@ -345,7 +345,7 @@ class Daemon {
 
   /**
    * What WATCHDOG=1 vouches for: the receive worker has shown progress (its heartbeat moves at
-   * every wake-up, at least once a second, and at every fork) within WORKER_STALL_MS, and a read
+   * every wake-up and housekeeping, at least once a second) within WORKER_STALL_MS, and a read
    * of `signal` through the mount answers within MOUNT_STAT_TIMEOUT_MS. Each failure is
    * logged once, as it starts.
    */

@@ -53,6 +53,11 @@ import {
 } from '../native/libc';
 import { EPOLL_EVENT, SIGINFO, SI_ASYNCIO } from '../native/structs';
 
+/** siginfo_t fields set per fork, as Int32 indices (host-endian, as the kernel reads them). */
+const I_SIGNO = SIGINFO.SIGNO >> 2;
+const I_PID = SIGINFO.PID >> 2;
+const I_VALUE = SIGINFO.VALUE >> 2;
+
 const H_VERSION = 0;
 const H_ACKED = 1;
 const H_COUNT = 2;
@@ -64,7 +69,11 @@ const H_RECENT_NEXT = 5;
 const H_RECOVERED_COUNT = 6;
 const H_RECOVERED_UNTIL_LO = 7;
 const H_RECOVERED_UNTIL_HI = 8;
-/** Bumped by the worker at every wake-up and every fork: proof of life for the watchdog. */
+/**
+ * Bumped by the worker at every wake-up of its loop and at every housekeeping of its fast path
+ * (every HOUSEKEEPING_MS of forks, src/netlink/receiveWorker.ts): proof of life for the watchdog.
+ * Not per fork: the fast path's housekeeping already beats ten times a second under load.
+ */
 const H_HEARTBEAT = 9;
 /** The worker's thread id (gettid), for diagnostics. */
 const H_WORKER_TID = 10;
@@ -103,7 +112,9 @@ export const EPOLL_TAG_DOORBELL = 0xfffffff2;
  * Forks remembered for recovery's dedupe: a recovery after a loss must not relay again a fork the
  * worker received (65,536 entries: more than the forks of the few seconds a loss is looked at).
  */
-export const RECENT_FORKS = 1 << 16;
+const RECENT_FORKS = 1 << 16;
+// Declared, then exported: onFork reads it as a constant, not from this module's exports object.
+export { RECENT_FORKS };
 const RECENT_CHILD = 0;
 const RECENT_TS_LO = 1;
 const RECENT_TS_HI = 2;
@@ -297,7 +308,7 @@ export class ForkTable implements ForkRelayLink {
     };
   }
 
-  /** The worker's heartbeat: it changes whenever the worker wakes up or relays a fork. */
+  /** The worker's heartbeat: it changes at least once a second while the worker runs. */
   heartbeat(): number {
     return Atomics.load(this.mem.header, H_HEARTBEAT);
   }
@@ -423,6 +434,13 @@ export class ForkTable implements ForkRelayLink {
  */
 export class ForkSender {
   private readonly mem: Layout;
+  // The arrays onFork uses, held directly: one property load each per fork instead of two.
+  private readonly header: Int32Array;
+  private readonly recent: Int32Array;
+  private readonly totals: Float64Array;
+  private readonly perSlot: Float64Array;
+  /** H_RECENT_NEXT: the worker is its only writer, so it keeps the value rather than reading it. */
+  private recentNext: number;
   private readonly capacity: number;
   private seen = -1;
   private count = 0;
@@ -439,7 +457,9 @@ export class ForkSender {
   /** Per slot: the sync generation that last saw it in force. */
   private readonly mark: Uint32Array;
   private generation = 0;
-  private readonly siginfo = Buffer.alloc(SIGINFO.SIZE);
+  private readonly siginfo = Buffer.from(new ArrayBuffer(SIGINFO.SIZE));
+  /** The same bytes as ints: the fields set per fork are written without Buffer's checks. */
+  private readonly siginfoInts = new Int32Array(this.siginfo.buffer);
   private readonly epollEvent = Buffer.alloc(EPOLL_EVENT.SIZE);
   private readonly doorbellValue = Buffer.alloc(8);
   readonly doorbellFd: number;
@@ -452,6 +472,11 @@ export class ForkSender {
     this.capacity = data.capacity;
     this.doorbellFd = data.doorbellFd;
     this.mem = layout(data.buffer, data.capacity);
+    this.header = this.mem.header;
+    this.recent = this.mem.recent;
+    this.totals = this.mem.totals;
+    this.perSlot = this.mem.perSlot;
+    this.recentNext = Atomics.load(this.header, H_RECENT_NEXT);
     this.slotsNow = new Int32Array(this.capacity);
     this.pidfdsNow = new Int32Array(this.capacity);
     this.slotsPrev = new Int32Array(this.capacity);
@@ -467,7 +492,7 @@ export class ForkSender {
     this.sync();
   }
 
-  /** Proof of life for the watchdog: called at every wake-up of the worker's loop. */
+  /** Proof of life for the watchdog: called at every wake-up and housekeeping of the worker. */
   beat(): void {
     Atomics.add(this.mem.header, H_HEARTBEAT, 1);
   }
@@ -481,7 +506,8 @@ export class ForkSender {
   /**
    * One fork event, as src/relay/relay.ts handleEvents relays it: a new process (childPid ===
    * childTgid) with si_pid = the parent; a new thread, unless processesOnly, with si_pid = the
-   * thread's own process (childTgid).
+   * thread's own process (childTgid). Returns how many sends it made (its share of the fast
+   * path's work; see receiveWorker.ts HOUSEKEEPING_WORK).
    */
   onFork(
     parentPid: number,
@@ -489,40 +515,41 @@ export class ForkSender {
     childTgid: number,
     timestampLo: number,
     timestampHi: number,
-  ): void {
-    const header = this.mem.header;
+  ): number {
+    const header = this.header;
     if (Atomics.load(header, H_VERSION) !== this.seen) this.sync();
     if (
       Atomics.load(header, H_RECOVERED_COUNT) !== 0 &&
       this.takeRecovered(childPid, timestampLo, timestampHi)
     ) {
-      return; // relayed late already, by a recovery that found the task in /proc
+      return 0; // relayed late already, by a recovery that found the task in /proc
     }
-    const next = Atomics.load(header, H_RECENT_NEXT);
+    const next = this.recentNext;
     const at = (next % RECENT_FORKS) * RECENT_INTS;
-    const recent = this.mem.recent;
+    const recent = this.recent;
     recent[at + RECENT_CHILD] = childPid;
     recent[at + RECENT_TS_LO] = timestampLo;
     recent[at + RECENT_TS_HI] = timestampHi;
-    Atomics.store(header, H_RECENT_NEXT, next + 1 === 0x7fffffff ? RECENT_FORKS : next + 1);
-    header[H_HEARTBEAT]++;
-    const totals = this.mem.totals;
+    this.recentNext = next + 1 === 0x7fffffff ? RECENT_FORKS : next + 1;
+    Atomics.store(header, H_RECENT_NEXT, this.recentNext);
+    const totals = this.totals;
     totals[T_FORKS_SEEN]++;
     let siPid: number;
     if (childPid === childTgid) siPid = parentPid;
     else {
       totals[T_THREADS_SEEN]++;
-      if (this.processesOnly) return;
+      if (this.processesOnly) return 0;
       siPid = childTgid;
     }
     totals[T_FORKS_RELAYED]++;
     const n = this.count;
-    if (n === 0) return;
+    if (n === 0) return 0;
     const signal = this.signal;
-    const per = this.mem.perSlot;
-    this.siginfo.writeInt32LE(signal, SIGINFO.SIGNO);
-    this.siginfo.writeInt32LE(siPid, SIGINFO.PID);
-    this.siginfo.writeInt32LE(childPid, SIGINFO.VALUE);
+    const per = this.perSlot;
+    const siginfo = this.siginfoInts;
+    siginfo[I_SIGNO] = signal;
+    siginfo[I_PID] = siPid;
+    siginfo[I_VALUE] = childPid;
     for (let i = 0; i < n; i++) {
       const slot = this.slotsNow[i];
       if (this.dead[slot] !== 0) continue;
@@ -543,6 +570,7 @@ export class ForkSender {
         totals[T_FAILED]++;
       }
     }
+    return n;
   }
 
   /**
