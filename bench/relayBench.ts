@@ -503,12 +503,16 @@ interface MakeRun {
 
 /**
  * One `make -j2` from clean under `condition`: relayfork and the C relay with one registrant (a
- * latency_consumer, as in the loads), forkstat printing to nowhere, or nothing. A first make,
- * not measured, runs under the same condition: a daemon that has been up a while has relayed
- * forks before any make, and its relay loop is compiled by then (a fresh daemon's first make cost
- * it 200 ms of CPU, the next ones 145 ms, measured with three makes in a row); every condition
- * gets it, so that make's files are as warm in each.
+ * latency_consumer, as in the loads), forkstat printing to nowhere, or nothing. WARMUP_MAKES
+ * makes, not measured, run first under the same condition: a daemon that has been up a while has
+ * relayed thousands of forks before any make, and V8 has compiled its relay loop by then. Measured
+ * with one daemon and makes in a row (~920 forks each): after one make the next cost the relay
+ * 112-120 ms of CPU, after two 82-94 ms, after more 81-92 ms. Every condition gets them, so that
+ * make's files are as warm in each.
  */
+/** Unmeasured makes before the measured one (see runMake). */
+const WARMUP_MAKES = 2;
+
 async function runMake(
   bins: Record<string, string>,
   forkstat: string | undefined,
@@ -546,7 +550,7 @@ async function runMake(
       return { t0, t1: process.hrtime.bigint() };
     };
     const cpu = (pid: number | undefined): number => (pid === undefined ? 0 : cpuSeconds(pid));
-    await make();
+    for (let i = 0; i < WARMUP_MAKES; i++) await make();
     if (relayPid !== undefined) await settle(relayPid);
     const relay0 = cpu(relayPid);
     const registrant0 = cpu(registrantPid);
