@@ -190,7 +190,11 @@ export function eventTick(timestampLo: number, timestampHi: number): number {
   return ((timestampHi << (32 - TICK_SHIFT)) | (timestampLo >>> TICK_SHIFT)) & TICK_MASK;
 }
 
-/** Ticks from `from` to `to` (to at or after from, less than 104 days later), across a wrap. */
+/**
+ * Ticks from `from` to `to` (less than 104 days later), across a wrap. Events stamped on another
+ * CPU may come a little out of order: a `to` slightly before `from` reads as a span of ~2^31,
+ * which only makes housekeeping come early.
+ */
 export function ticksSince(from: number, to: number): number {
   return (to - from) & TICK_MASK;
 }
@@ -324,8 +328,9 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
   };
 
   /**
-   * The fast path's housekeeping, at most every HOUSEKEEPING_MS and at every receive timeout:
-   * what the epoll set has to say without waiting (registrant exits, the doorbell, stop).
+   * The fast path's housekeeping, whenever relayUntilHouseKeeping returns (about every
+   * HOUSEKEEPING_MS while forks flow, and at every receive timeout): what the epoll set has to
+   * say without waiting (registrant exits, the doorbell, stop).
    */
   const houseKeep = (): boolean => {
     // Also when only datagrams other than forks arrive (every kind, on kernels before 6.6).
@@ -343,14 +348,13 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
    * The fast path: block in recv, relay, repeat; one system call per fork besides the sends, as
    * the C relay does. Returns what the last recv returned once housekeeping is due (a receive
    * timeout, that is a quiet HEARTBEAT_MS; HOUSEKEEPING_MS of events by their timestamps; or
-   * HOUSEKEEPING_WORK done), on a loss or EINTR, on stop, or when the main thread wants datagrams (the one just read is
-   * framed and posted at once, since the flag may be down again by the next turn). A loop of
-   * its own with only what a fork needs in it. Measured under make -j2 (~100 forks a second,
-   * where every wake-up finds the caches cold): the fork path as it was before, one turn of the
-   * outer loop per fork, a performance.now() per turn, Buffer reads of the datagram and
-   * constants loaded from other modules' exports, cost the worker 120-130 us per fork; this
-   * loop with Int32Array reads and the events' own timestamps costs 90-100 us, a bare
-   * recv-and-send loop in JavaScript 80 and the C relay 55.
+   * HOUSEKEEPING_WORK done), on a loss or EINTR, on stop, or when the main thread wants
+   * datagrams (the one just read is framed and posted at once, since the flag may be down again
+   * by the next turn). A loop of its own with only what a fork needs in it. Measured under
+   * make -j2 (~100 forks a second; every wake-up finds the caches cold): the fork path as it was
+   * before (one turn of the outer loop per fork, a performance.now() per turn, Buffer reads of
+   * the datagram, constants loaded from other modules' exports) cost the worker 120-130 us per
+   * fork; this loop costs 80-100 us, a bare recv-and-send loop in JavaScript 80, the C relay 55.
    */
   const relayUntilHouseKeeping = (relay: ForkSender): number => {
     let since = NO_TICK;
