@@ -257,6 +257,12 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
 
   /** The fast path's work since its last housekeeping: datagrams read plus signals sent. */
   let work = 0;
+  /**
+   * The tick of the event at which the fast path last returned for housekeeping, kept across
+   * returns so that housekeeping comes at the first event HOUSEKEEPING_MS after it; NO_TICK
+   * after a receive timeout.
+   */
+  let lastHouseKeepingTick = NO_TICK;
 
   /**
    * Relay the datagram in `rx` if it is a fork, and count it and its sends in `work`; returns
@@ -357,22 +363,30 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
    * fork; this loop costs 80-100 us, a bare recv-and-send loop in JavaScript 80, the C relay 55.
    */
   const relayUntilHouseKeeping = (relay: ForkSender): number => {
-    let since = NO_TICK;
     work = 0;
     for (;;) {
       const n = recvInto(fd, rx, MSG_TRUNC);
-      if (n < 0) return n;
+      if (n < 0) {
+        // After a quiet HEARTBEAT_MS there is no event time to count from: the next event's
+        // housekeeping comes at once, so an exit is still seen within a second.
+        if (n === -Errno.EAGAIN) lastHouseKeepingTick = NO_TICK;
+        return n;
+      }
       const tick = relayDatagram(relay, n);
       if (Atomics.load(control, CONTROL_FORWARD) !== 0) {
         forward(n);
         flush();
         return n;
       }
-      if (Atomics.load(control, CONTROL_STOP) !== 0 || work >= HOUSEKEEPING_WORK) return n;
-      if (tick !== NO_TICK) {
-        if (since === NO_TICK) since = tick;
-        else if (ticksSince(since, tick) >= HOUSEKEEPING_TICKS) return n;
+      if (
+        tick !== NO_TICK &&
+        (lastHouseKeepingTick === NO_TICK ||
+          ticksSince(lastHouseKeepingTick, tick) >= HOUSEKEEPING_TICKS)
+      ) {
+        lastHouseKeepingTick = tick;
+        return n;
       }
+      if (Atomics.load(control, CONTROL_STOP) !== 0 || work >= HOUSEKEEPING_WORK) return n;
     }
   };
 
