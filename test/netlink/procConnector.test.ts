@@ -16,6 +16,7 @@ import {
   ProcConnector,
   ProcConnectorError,
   describeProcConnectorError,
+  toProcConnectorError,
   type ForkEvent,
   type ProcEvent,
   type ProcEventKind,
@@ -354,6 +355,19 @@ describe('errors say what is wrong and what to do', () => {
     expect(line).toMatch(advice);
     expect(line).toContain(`${call}`);
     expect(line).not.toContain('\n');
+  });
+
+  test('EPERM outside the initial user namespace names the namespace, not root, with the fix', () => {
+    const err = syscallError('bind', 1);
+    const line = toProcConnectorError(err, () => false).message;
+    expect(line).toMatch(/bind\(\) failed with EPERM/);
+    expect(line).toMatch(
+      /outside the initial user namespace, where the kernel refuses or ignores proc connector listeners; run relayfork on the host, or in Docker with --pid=host --net=host/,
+    );
+    expect(line).not.toMatch(/run as root/);
+    expect(toProcConnectorError(err, () => false).code).toBe('EPERM');
+    // In the initial user namespace the same errno is a missing capability.
+    expect(toProcConnectorError(err, () => true).message).toMatch(/run as root/);
   });
 
   test('an unknown kind is refused at construction', () => {
