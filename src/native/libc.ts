@@ -10,7 +10,7 @@
  */
 import koffi from 'koffi';
 import util from 'node:util';
-import { CMSGHDR, TIMEVAL } from './structs';
+import { CMSGHDR, IOVEC, MMSGHDR, TIMEVAL } from './structs';
 
 const libc = koffi.load('libc.so.6');
 
@@ -80,11 +80,11 @@ export const Errno = {
 // out; their pointer members take Buffers, used in place for the call.
 // Anonymous types: jest loads this module once per test file into one process, and koffi's type
 // names are process-wide.
-const IOVEC = koffi.struct({ base: 'void *', len: 'size_t' });
-const MSGHDR = koffi.struct({
+const IOVEC_TYPE = koffi.struct({ base: 'void *', len: 'size_t' });
+const MSGHDR_TYPE = koffi.struct({
   name: 'void *',
   namelen: 'uint32_t',
-  iov: koffi.pointer(IOVEC),
+  iov: koffi.pointer(IOVEC_TYPE),
   iovlen: 'size_t',
   control: 'void *',
   controllen: 'size_t',
@@ -99,6 +99,9 @@ const c = {
   bind: libc.func('int bind(int fd, void *addr, uint32_t addrlen)'),
   send: libc.func('long send(int fd, void *buf, size_t len, int flags)'),
   recv: libc.func('long recv(int fd, void *buf, size_t len, int flags)'),
+  recvmmsg: libc.func(
+    'int recvmmsg(int fd, void *msgvec, uint32_t vlen, int flags, void *timeout)',
+  ),
   setsockopt: libc.func(
     'int setsockopt(int fd, int level, int optname, void *optval, uint32_t optlen)',
   ),
@@ -135,7 +138,7 @@ const c = {
   // SIG_IGN (1) are ever passed, so it travels as a pointer-sized integer.
   signal: libc.func('intptr_t signal(int signum, intptr_t handler)'),
   prlimit: libc.func('int prlimit(int pid, int resource, void *newLimit, void *oldLimit)'),
-  sendmsg: libc.func('sendmsg', 'long', ['int', koffi.pointer(MSGHDR), 'int']),
+  sendmsg: libc.func('sendmsg', 'long', ['int', koffi.pointer(MSGHDR_TYPE), 'int']),
   // fcntl(2) is variadic in C; only F_GETFD/F_SETFD/F_GETFL/F_SETFL/F_DUPFD with an int are used.
   fcntl: libc.func('int fcntl(int fd, int cmd, ...)'),
 };
@@ -165,6 +168,8 @@ export const SO_MEMINFO = 55;
 export const SO_RCVTIMEO = 20;
 export const MSG_DONTWAIT = 0x40;
 export const MSG_TRUNC = 0x20;
+/** recvmmsg(2): block for the first datagram only, then take what is queued (Linux 2.6.34). */
+export const MSG_WAITFORONE = 0x10000;
 export const MSG_NOSIGNAL = 0x4000;
 /** SCM_RIGHTS (include/linux/socket.h): the cmsg_type that passes fds. */
 export const SCM_RIGHTS = 1;
@@ -226,6 +231,73 @@ export function recvInto(fd: number, buf: Buffer, flags: number): number {
   const e = koffi.errno();
   if (e === Errno.EAGAIN || e === Errno.ENOBUFS || e === Errno.EINTR) return -e;
   throw syscallError('recv', e);
+}
+
+/**
+ * Datagram slots for recvmmsg(2): `count` slots of `slotBytes` in one ArrayBuffer, and the
+ * struct mmsghdr and struct iovec vectors that point into it, built once (an ArrayBuffer's
+ * backing store never moves, so the addresses hold for the object's life; the vectors hold no
+ * name and no control buffer, so the kernel changes nothing in them between calls but msg_len
+ * and msg_flags). `bytes` and `ints` are the slots, slot i at i * slotBytes.
+ */
+export class DatagramBatch {
+  readonly bytes: Buffer;
+  readonly ints: Int32Array;
+  private readonly vector: Buffer;
+  private readonly iovecs: Buffer;
+  /** The vector as ints: msg_len of slot i at i * MMSGHDR_INTS + MSG_LEN_INT. */
+  private readonly vector32: Int32Array;
+
+  constructor(
+    readonly count: number,
+    readonly slotBytes: number,
+  ) {
+    if (!Number.isInteger(count) || count < 1 || slotBytes % 8 !== 0 || slotBytes < 8) {
+      throw new RangeError(`DatagramBatch: bad shape ${count} x ${slotBytes}`);
+    }
+    this.bytes = Buffer.from(new ArrayBuffer(count * slotBytes));
+    this.ints = new Int32Array(this.bytes.buffer, 0, (count * slotBytes) >> 2);
+    this.iovecs = Buffer.from(new ArrayBuffer(count * IOVEC.SIZE));
+    this.vector = Buffer.from(new ArrayBuffer(count * MMSGHDR.SIZE));
+    this.vector32 = new Int32Array(this.vector.buffer);
+    const slots = addressOf(this.bytes);
+    const iovecs = addressOf(this.iovecs);
+    for (let i = 0; i < count; i++) {
+      const iov = i * IOVEC.SIZE;
+      this.iovecs.writeBigUInt64LE(slots + BigInt(i * slotBytes), iov + IOVEC.BASE);
+      this.iovecs.writeBigUInt64LE(BigInt(slotBytes), iov + IOVEC.LEN);
+      const m = i * MMSGHDR.SIZE;
+      this.vector.writeBigUInt64LE(iovecs + BigInt(iov), m + MMSGHDR.IOV);
+      this.vector.writeBigUInt64LE(1n, m + MMSGHDR.IOVLEN);
+    }
+  }
+
+  /**
+   * recvmmsg(2) into the slots: the number of datagrams received (at least 1), or -EAGAIN /
+   * -ENOBUFS / -EINTR as recvInto reports them. An error met after the first datagram is kept
+   * by the kernel for the next call (__sys_recvmmsg, net/socket.c), so a loss is reported after
+   * the datagrams queued before it.
+   */
+  receive(fd: number, flags: number): number {
+    const n = c.recvmmsg(fd, this.vector, this.count, flags, null);
+    if (n >= 0) return n;
+    const e = koffi.errno();
+    if (e === Errno.EAGAIN || e === Errno.ENOBUFS || e === Errno.EINTR) return -e;
+    throw syscallError('recvmmsg', e);
+  }
+
+  /** The length of the datagram in slot `i` after receive() (its full length with MSG_TRUNC). */
+  lengthOf(i: number): number {
+    return this.vector32[i * MMSGHDR_INTS + MSG_LEN_INT];
+  }
+}
+
+const MMSGHDR_INTS = MMSGHDR.SIZE >> 2;
+const MSG_LEN_INT = MMSGHDR.LEN >> 2;
+
+/** The address of a Buffer's first byte, for the pointers inside C structs built here. */
+function addressOf(buf: Buffer): bigint {
+  return BigInt(koffi.address(buf));
 }
 
 export function setsockoptInt(fd: number, level: number, optname: number, value: number): void {

@@ -54,6 +54,32 @@ export const SIGINFO = {
  */
 export const SI_ASYNCIO = -4;
 
+/** struct iovec (include/uapi/linux/uio.h, LP64): void *iov_base; __kernel_size_t iov_len. */
+export const IOVEC = {
+  SIZE: 16,
+  BASE: 0,
+  LEN: 8,
+} as const;
+
+/**
+ * struct mmsghdr (include/linux/socket.h, LP64), recvmmsg(2)'s vector: a struct user_msghdr of 56
+ * bytes (msg_name, msg_namelen, msg_iov, msg_iovlen, msg_control, msg_controllen, msg_flags,
+ * pointers and size_t 8-aligned), then unsigned int msg_len, padded to 64. Checked against
+ * `offsetof` with the system's glibc headers.
+ */
+export const MMSGHDR = {
+  SIZE: 64,
+  NAME: 0,
+  NAMELEN: 8,
+  IOV: 16,
+  IOVLEN: 24,
+  CONTROL: 32,
+  CONTROLLEN: 40,
+  FLAGS: 48,
+  /** What recvmsg returned for this message: with MSG_TRUNC, the datagram's full length. */
+  LEN: 56,
+} as const;
+
 /** struct sockaddr_un (include/uapi/linux/un.h): sa_family_t sun_family; char sun_path[108]. */
 export const SOCKADDR_UN = {
   FAMILY: 0,
