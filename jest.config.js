@@ -12,6 +12,7 @@ const UNIT = [
   '<rootDir>/test/netlink/cnProcStructs.test.ts',
   '<rootDir>/test/netlink/housekeepingTick.test.ts',
   '<rootDir>/test/netlink/userNamespace.test.ts',
+  '<rootDir>/test/bench/goals.test.ts',
   '<rootDir>/test/relay/patchRules.test.ts',
   '<rootDir>/test/relay/stats.test.ts',
   '<rootDir>/test/fs/mountInfo.test.ts',

@@ -737,7 +737,7 @@ function summarize(runs: RunResult[]): Summary[] {
   return out;
 }
 
-function evaluateGoals(report: BenchReport): BenchReport['goals'] {
+export function evaluateGoals(report: BenchReport): BenchReport['goals'] {
   const goals: BenchReport['goals'] = [];
   const get = (load: Load, k: number, c: Condition): Summary | undefined =>
     report.summaries.find((s) => s.load === load && s.registrants === k && s.condition === c);
@@ -746,54 +746,62 @@ function evaluateGoals(report: BenchReport): BenchReport['goals'] {
   };
   const fmt = (n: number | undefined, digits = 2): string =>
     n === undefined ? 'n/a' : n.toFixed(digits);
-  for (const load of ['paced', 'storm'] as const) {
-    const rf = get(load, 1, 'relayfork');
-    const c = get(load, 1, 'c-relay');
-    const fs_ = get(load, 1, 'forkstat');
-    if (rf && c) {
-      add(
-        `CPU per 100k process forks (${load}) <= 2x the C relay's`,
-        rf.cpuPer100kS <= 2 * c.cpuPer100kS,
-        `${fmt(rf.cpuPer100kS)} s vs C ${fmt(c.cpuPer100kS)} s`,
-      );
-    }
-    if (rf && fs_) {
-      add(
-        `CPU per 100k process forks (${load}) below forkstat's`,
-        rf.cpuPer100kS < fs_.cpuPer100kS,
-        `${fmt(rf.cpuPer100kS)} s vs forkstat ${fmt(fs_.cpuPer100kS)} s`,
-      );
-    }
-  }
-  const rt = get('threads', 1, 'relayfork');
-  const ct = get('threads', 1, 'c-relay');
-  if (rt && ct) {
-    add(
-      "CPU per 100k thread events <= the C relay's x1.2",
-      rt.cpuPer100kS <= 1.2 * ct.cpuPer100kS,
-      `${fmt(rt.cpuPer100kS)} s vs C ${fmt(ct.cpuPer100kS)} s`,
-    );
-  }
-  for (const [load, bound] of [
-    ['paced', 1.3],
-    ['threads', 2],
-  ] as const) {
-    const r = get(load, 1, 'relayfork')?.latencyMs;
-    const c = get(load, 1, 'c-relay')?.latencyMs;
-    if (r && c) {
-      add(
-        `latency p50 (${load}) <= ${bound}x the C relay's`,
-        r.p50 <= bound * c.p50,
-        `${fmt(r.p50)} ms vs C ${fmt(c.p50)} ms`,
-      );
-      add(
-        `latency p99 (${load}) <= 2x the C relay's`,
-        r.p99 <= 2 * c.p99,
-        `${fmt(r.p99)} ms vs C ${fmt(c.p99)} ms`,
-      );
-    }
-  }
+  // Every load is judged with each registrant count it ran with (issue 7: "each with 1 and with
+  // 10 registrants"), except the comparisons with forkstat, which signals no one: with 10
+  // registrants a relay makes ten sends per fork that forkstat does not (the C relay's CPU was
+  // above forkstat's there too), so "below forkstat's" and the storm's wall time against
+  // forkstat's are judged with 1.
+  const per = (k: number): string => (k === 1 ? '' : `, ${k} registrants`);
   for (const k of report.sizes.registrants) {
+    for (const load of ['paced', 'storm'] as const) {
+      const rf = get(load, k, 'relayfork');
+      const c = get(load, k, 'c-relay');
+      const fs_ = k === 1 ? get(load, k, 'forkstat') : undefined;
+      if (rf && c) {
+        add(
+          `CPU per 100k process forks (${load}${per(k)}) <= 2x the C relay's`,
+          rf.cpuPer100kS <= 2 * c.cpuPer100kS,
+          `${fmt(rf.cpuPer100kS)} s vs C ${fmt(c.cpuPer100kS)} s`,
+        );
+      }
+      if (rf && fs_) {
+        add(
+          `CPU per 100k process forks (${load}) below forkstat's`,
+          rf.cpuPer100kS < fs_.cpuPer100kS,
+          `${fmt(rf.cpuPer100kS)} s vs forkstat ${fmt(fs_.cpuPer100kS)} s`,
+        );
+      }
+    }
+    const rt = get('threads', k, 'relayfork');
+    const ct = get('threads', k, 'c-relay');
+    if (rt && ct) {
+      add(
+        `CPU per 100k thread events${per(k)} <= the C relay's x1.2`,
+        rt.cpuPer100kS <= 1.2 * ct.cpuPer100kS,
+        `${fmt(rt.cpuPer100kS)} s vs C ${fmt(ct.cpuPer100kS)} s`,
+      );
+    }
+    // p50: 1.3x for process forks (paced and storm), 2x for the thread storm; p99: 2x for all.
+    for (const [load, bound] of [
+      ['paced', 1.3],
+      ['storm', 1.3],
+      ['threads', 2],
+    ] as const) {
+      const r = get(load, k, 'relayfork')?.latencyMs;
+      const c = get(load, k, 'c-relay')?.latencyMs;
+      if (r && c) {
+        add(
+          `latency p50 (${load}${per(k)}) <= ${bound}x the C relay's`,
+          r.p50 <= bound * c.p50,
+          `${fmt(r.p50)} ms vs C ${fmt(c.p50)} ms`,
+        );
+        add(
+          `latency p99 (${load}${per(k)}) <= 2x the C relay's`,
+          r.p99 <= 2 * c.p99,
+          `${fmt(r.p99)} ms vs C ${fmt(c.p99)} ms`,
+        );
+      }
+    }
     const r = get('threads', k, 'relayfork');
     if (r) {
       add(
@@ -804,12 +812,12 @@ function evaluateGoals(report: BenchReport): BenchReport['goals'] {
     }
   }
   const sst = get('storm', 1, 'relayfork');
-  if (sst && get('storm', 1, 'forkstat')) {
-    const f = get('storm', 1, 'forkstat');
+  const sf = get('storm', 1, 'forkstat');
+  if (sst && sf) {
     add(
       "storm wall-time ratio no worse than forkstat's",
-      sst.wallRatio <= (f?.wallRatio ?? 0),
-      `x${fmt(sst.wallRatio)} vs forkstat x${fmt(f?.wallRatio)}`,
+      sst.wallRatio <= sf.wallRatio,
+      `x${fmt(sst.wallRatio)} vs forkstat x${fmt(sf.wallRatio)}`,
     );
   }
   // The wall-time ratio of one make against another moves by several per cent on this shared
