@@ -47,7 +47,8 @@ import {
   epollCtl,
   eventfd,
   gettid,
-  pidfdSendSignal,
+  SignalInfo,
+  pidfdSendSignalInfo,
   read,
   write,
 } from '../native/libc';
@@ -457,9 +458,9 @@ export class ForkSender {
   /** Per slot: the sync generation that last saw it in force. */
   private readonly mark: Uint32Array;
   private generation = 0;
-  private readonly siginfo = Buffer.from(new ArrayBuffer(SIGINFO.SIZE));
+  private readonly siginfo = new SignalInfo();
   /** The same bytes as ints: the fields set per fork are written without Buffer's checks. */
-  private readonly siginfoInts = new Int32Array(this.siginfo.buffer);
+  private readonly siginfoInts = this.siginfo.ints;
   private readonly epollEvent = Buffer.alloc(EPOLL_EVENT.SIZE);
   private readonly doorbellValue = Buffer.alloc(8);
   readonly doorbellFd: number;
@@ -485,9 +486,9 @@ export class ForkSender {
     this.mark = new Uint32Array(this.capacity);
     // Fixed fields, as rfd_relay_fork_info set them; si_uid (left uninitialised by the patch) is
     // 0, the uid of the daemon that sends.
-    this.siginfo.writeInt32LE(0, SIGINFO.ERRNO);
-    this.siginfo.writeInt32LE(SI_ASYNCIO, SIGINFO.CODE);
-    this.siginfo.writeUInt32LE(0, SIGINFO.UID);
+    this.siginfo.bytes.writeInt32LE(0, SIGINFO.ERRNO);
+    this.siginfo.bytes.writeInt32LE(SI_ASYNCIO, SIGINFO.CODE);
+    this.siginfo.bytes.writeUInt32LE(0, SIGINFO.UID);
     Atomics.store(this.mem.header, H_WORKER_TID, gettid());
     this.sync();
   }
@@ -553,7 +554,7 @@ export class ForkSender {
     for (let i = 0; i < n; i++) {
       const slot = this.slotsNow[i];
       if (this.dead[slot] !== 0) continue;
-      const errno = pidfdSendSignal(this.pidfdsNow[i], signal, this.siginfo);
+      const errno = pidfdSendSignalInfo(this.pidfdsNow[i], signal, this.siginfo);
       const b = slot * PER_SLOT;
       if (errno === 0) {
         per[b + PS_SENT]++;
