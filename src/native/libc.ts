@@ -123,18 +123,10 @@ const c = {
   epoll_wait: libc.func('int epoll_wait(int epfd, void *events, int maxevents, int timeout)'),
   // glibc >= 2.36 (Debian 12) wraps both pidfd calls.
   pidfd_open: libc.func('int pidfd_open(int pid, uint32_t flags)'),
-  pidfd_send_signal: libc.func(
-    'int pidfd_send_signal(int pidfd, int sig, void *info, uint32_t flags)',
-  ),
-  // The same call with the siginfo_t given by address (SignalInfo): koffi converts an integer
-  // for less than it takes to look up a Buffer (~100 ns of the ~300 ns a call costs, koffi 3.3,
+  // The siginfo_t travels by address (SignalInfo, or 0 for none): koffi converts an integer for
+  // less than it takes to look up a Buffer (~100 ns of the ~300 ns a call costs, koffi 3.3,
   // Node 20), and the fast path makes one such call per registrant per fork.
-  pidfd_send_signal_at: libc.func('pidfd_send_signal', 'int', [
-    'int',
-    'int',
-    'intptr_t',
-    'uint32_t',
-  ]),
+  pidfd_send_signal: libc.func('pidfd_send_signal', 'int', ['int', 'int', 'intptr_t', 'uint32_t']),
   umount2: libc.func('int umount2(const char *target, int flags)'),
   mount: libc.func(
     'int mount(const char *source, const char *target, const char *fstype, unsigned long flags, const char *data)',
@@ -592,18 +584,8 @@ export function pidfdOpen(pid: number, flags: number): number {
 }
 
 /**
- * pidfd_send_signal(2). `info` is a 128-byte siginfo_t or null. Returns 0 on success or the
- * positive errno on failure (ESRCH, EAGAIN, EPERM...), because the relay treats each failure as
- * an outcome to count, never as an exception on its hot path.
- */
-export function pidfdSendSignal(pidfd: number, sig: number, info: Buffer | null): number {
-  const r = c.pidfd_send_signal(pidfd, sig, info, 0);
-  return r < 0 ? koffi.errno() : 0;
-}
-
-/**
- * A siginfo_t for pidfdSendSignalInfo, alive as long as this object: `bytes` and `ints` are its
- * 128 bytes (SIGINFO in structs.ts), passed to the kernel by address.
+ * A siginfo_t for pidfdSendSignal, alive as long as this object: `bytes` and `ints` are its 128
+ * bytes (SIGINFO in structs.ts), passed to the kernel by address.
  */
 export class SignalInfo {
   readonly bytes = Buffer.from(new ArrayBuffer(SIGINFO.SIZE));
@@ -612,9 +594,13 @@ export class SignalInfo {
   readonly address = Number(addressOf(this.bytes));
 }
 
-/** pidfdSendSignal with a SignalInfo: 0, or the positive errno. */
-export function pidfdSendSignalInfo(pidfd: number, sig: number, info: SignalInfo): number {
-  const r = c.pidfd_send_signal_at(pidfd, sig, info.address, 0);
+/**
+ * pidfd_send_signal(2), with `info` or no siginfo_t (null). Returns 0 on success or the positive
+ * errno on failure (ESRCH, EAGAIN, EPERM...), because the relay treats each failure as an
+ * outcome to count, never as an exception on its hot path.
+ */
+export function pidfdSendSignal(pidfd: number, sig: number, info: SignalInfo | null): number {
+  const r = c.pidfd_send_signal(pidfd, sig, info === null ? 0 : info.address, 0);
   return r < 0 ? koffi.errno() : 0;
 }
 

@@ -86,10 +86,11 @@ export interface ReceiveWorkerData {
   relay?: ForkRelayWorkerData;
 }
 
-export const RECEIVE_WORKER_ROLE = 'relayfork-netlink-receive';
+const RECEIVE_WORKER_ROLE = 'relayfork-netlink-receive';
 
-// The control indices are declared, then exported, so that this module's own code reads them as
-// constants, not as loads from its exports object (TypeScript rewrites uses of an `export const`).
+// This module's constants are declared, then exported together (after HOUSEKEEPING_WORK), so that
+// its own code, the fast path among it, reads them as constants, not as loads from its exports
+// object (TypeScript rewrites uses of an `export const` into `exports.NAME`).
 /** Index of the forward flag in ReceiveWorkerData.control. */
 const CONTROL_FORWARD = 0;
 /**
@@ -99,7 +100,6 @@ const CONTROL_FORWARD = 0;
  */
 const CONTROL_STOP = 1;
 const CONTROL_INTS = 2;
-export { CONTROL_FORWARD, CONTROL_STOP, CONTROL_INTS };
 
 /** Messages from the worker to the main thread. */
 export type ReceiveWorkerMessage =
@@ -111,22 +111,22 @@ export type ReceiveWorkerMessage =
   | { type: 'fatal'; message: string; code?: string };
 
 /** [u32 length] before each datagram in a batch. */
-export const FRAME_HEADER_BYTES = 4;
+const FRAME_HEADER_BYTES = 4;
 /**
  * Room kept free for the next datagram. A proc connector datagram is 76 bytes on Linux 6.x; a
  * larger one (a future kernel) is truncated here, reported by MSG_TRUNC and counted as malformed
  * by the parser rather than overrunning the batch.
  */
-export const MAX_DATAGRAM_BYTES = 4096;
+const MAX_DATAGRAM_BYTES = 4096;
 /** Default batch buffer: ~3,300 events of 80 framed bytes per post at most. */
-export const DEFAULT_BATCH_BYTES = 256 * 1024;
+const DEFAULT_BATCH_BYTES = 256 * 1024;
 
 /**
  * Datagrams the fast path takes per recvmmsg(2) (MSG_WAITFORONE: it blocks for the first only)
  * when it is behind: up to this many for one system call. Each slot is MAX_DATAGRAM_BYTES (a
  * page, touched only once a backlog fills it).
  */
-export const RECEIVE_SLOTS = 32;
+const RECEIVE_SLOTS = 32;
 const SLOT_INTS = MAX_DATAGRAM_BYTES >> 2;
 /**
  * While the fast path keeps up it reads with recv(2), and tries recvmmsg once in this many
@@ -136,7 +136,7 @@ const SLOT_INTS = MAX_DATAGRAM_BYTES >> 2;
  * second), a tenth of the C relay's whole cost per thread event; behind a backlog it saves
  * ~0.3-0.5 us per datagram. One try in 16 costs ~0.04 us per datagram.
  */
-export const RECEIVE_PROBE_EVERY = 16;
+const RECEIVE_PROBE_EVERY = 16;
 
 /**
  * Without a relay, under load, the worker waits this long before posting a small batch (see the
@@ -144,7 +144,7 @@ export const RECEIVE_PROBE_EVERY = 16;
  * window meanwhile (110 events at 110k/s). With a relay the worker never waits: a signal must
  * not be a millisecond late.
  */
-export const COALESCE_WINDOW_MS = 1;
+const COALESCE_WINDOW_MS = 1;
 
 const POLLNVAL = 0x20;
 const EPOLL_BATCH = 64;
@@ -182,7 +182,7 @@ const FAST_CN_VAL_PROC = CN_VAL_PROC;
 const FAST_PROC_EVENT_FORK = PROC_EVENT_FORK;
 
 /** Longest sleep of a worker that relays: the period of its heartbeat (see ForkTable). */
-export const HEARTBEAT_MS = 1000;
+const HEARTBEAT_MS = 1000;
 
 /**
  * While forks keep the fast path's recv busy, how often it looks at the epoll set without
@@ -191,7 +191,7 @@ export const HEARTBEAT_MS = 1000;
  * an idle machine, when the receive times out). Ten epoll_wait calls a second cost nothing
  * measurable; one per fork cost the worker half again its CPU.
  */
-export const HOUSEKEEPING_MS = 100;
+const HOUSEKEEPING_MS = 100;
 
 /**
  * The fast path's clock: the kernel's own timestamp of each event (proc_event.timestamp_ns,
@@ -201,9 +201,9 @@ export const HOUSEKEEPING_MS = 100;
  * performance.now() in a worker runs Node's argument validators and showed as 2% of the
  * worker's profile under make -j2.
  */
-export const TICK_SHIFT = 22;
+const TICK_SHIFT = 22;
 const TICK_MASK = 0x7fffffff;
-export const HOUSEKEEPING_TICKS = Math.ceil((HOUSEKEEPING_MS * 1e6) / 2 ** TICK_SHIFT);
+const HOUSEKEEPING_TICKS = Math.ceil((HOUSEKEEPING_MS * 1e6) / 2 ** TICK_SHIFT);
 
 /** The tick of a proc_event's timestamp_ns, given as its low and high 32 bits. */
 export function eventTick(timestampLo: number, timestampHi: number): number {
@@ -226,7 +226,25 @@ export function ticksSince(from: number, to: number): number {
  * to relay, and the watchdog's heartbeat, registrants' exits and new registrants' pidfds must
  * still be seen about every HOUSEKEEPING_MS of real time (20,000 units at 5 us: 100 ms).
  */
-export const HOUSEKEEPING_WORK = 20_000;
+const HOUSEKEEPING_WORK = 20_000;
+
+export {
+  RECEIVE_WORKER_ROLE,
+  CONTROL_FORWARD,
+  CONTROL_STOP,
+  CONTROL_INTS,
+  FRAME_HEADER_BYTES,
+  MAX_DATAGRAM_BYTES,
+  DEFAULT_BATCH_BYTES,
+  RECEIVE_SLOTS,
+  RECEIVE_PROBE_EVERY,
+  COALESCE_WINDOW_MS,
+  HEARTBEAT_MS,
+  HOUSEKEEPING_MS,
+  TICK_SHIFT,
+  HOUSEKEEPING_TICKS,
+  HOUSEKEEPING_WORK,
+};
 
 /** relayDatagram's answer for a datagram that is not a proc event (it carries no timestamp). */
 const NO_TICK = -1;
@@ -399,11 +417,11 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
    * flag was up are framed and posted at once, since it may be down again by the next turn).
    * Housekeeping and stop are looked at after each call's datagrams have all been relayed: none
    * is left behind in the slots. A loop of its own with only what a fork needs in it. Measured
-   * under
-   * make -j2 (~100 forks a second; every wake-up finds the caches cold): the fork path as it was
-   * before (one turn of the outer loop per fork, a performance.now() per turn, Buffer reads of
-   * the datagram, constants loaded from other modules' exports) cost the worker 120-130 us per
-   * fork; this loop costs 80-100 us, a bare recv-and-send loop in JavaScript 80, the C relay 55.
+   * under make -j2 (~100 forks a second; every wake-up finds the caches cold): the fork path as
+   * it was before (one turn of the outer loop per fork, a performance.now() per turn, Buffer
+   * reads of the datagram, constants loaded from other modules' exports) cost the worker
+   * 120-130 us per fork; this loop costs 80-100 us, a bare recv-and-send loop in JavaScript 80,
+   * the C relay 55.
    */
   const relayUntilHouseKeeping = (relay: ForkSender): number => {
     work = 0;

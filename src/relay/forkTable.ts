@@ -48,7 +48,7 @@ import {
   eventfd,
   gettid,
   SignalInfo,
-  pidfdSendSignalInfo,
+  pidfdSendSignal,
   read,
   write,
 } from '../native/libc';
@@ -554,7 +554,7 @@ export class ForkSender {
     for (let i = 0; i < n; i++) {
       const slot = this.slotsNow[i];
       if (this.dead[slot] !== 0) continue;
-      const errno = pidfdSendSignalInfo(this.pidfdsNow[i], signal, this.siginfo);
+      const errno = pidfdSendSignal(this.pidfdsNow[i], signal, this.siginfo);
       const b = slot * PER_SLOT;
       if (errno === 0) {
         per[b + PS_SENT]++;

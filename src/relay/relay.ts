@@ -7,7 +7,7 @@
  * The per-event path allocates nothing: one 128-byte siginfo_t is reused for every send, and
  * nothing above debug is logged.
  */
-import { Errno, close as closeFd, pidfdSendSignal } from '../native/libc';
+import { Errno, SignalInfo, close as closeFd, pidfdSendSignal } from '../native/libc';
 import { SIGINFO, SI_ASYNCIO } from '../native/structs';
 import type { ProcEvent } from '../netlink/events';
 import type { Logger } from '../log';
@@ -109,7 +109,7 @@ export class Relay {
   private readonly bySlot = new Map<number, Registrant>();
   private readonly slotOf = new Map<Registrant, number>();
   private signalInEffect: number;
-  private readonly siginfo = Buffer.alloc(SIGINFO_SIZE);
+  private readonly siginfo = new SignalInfo();
   private readonly count: RelayCounters = {
     forksSeen: 0,
     threadsSeen: 0,
@@ -184,9 +184,9 @@ export class Relay {
     this.exitRecheckDelaysMs = options.exitRecheckDelaysMs ?? DEFAULT_EXIT_RECHECK_DELAYS_MS;
     // Fixed fields of the siginfo, as rfd_relay_fork_info set them; si_uid (left uninitialised
     // by the patch) is 0, the uid of the daemon that sends.
-    this.siginfo.writeInt32LE(0, SIGINFO_SI_ERRNO);
-    this.siginfo.writeInt32LE(SI_ASYNCIO, SIGINFO_SI_CODE);
-    this.siginfo.writeUInt32LE(0, SIGINFO_SI_UID);
+    this.siginfo.bytes.writeInt32LE(0, SIGINFO_SI_ERRNO);
+    this.siginfo.bytes.writeInt32LE(SI_ASYNCIO, SIGINFO_SI_CODE);
+    this.siginfo.bytes.writeUInt32LE(0, SIGINFO_SI_UID);
     this.registry.on('unregistered', this.onUnregistered);
   }
 
@@ -251,9 +251,9 @@ export class Relay {
   deliverFork(parentPid: number, childPid: number): number {
     const signal = this.signalInEffect;
     const info = this.siginfo;
-    info.writeInt32LE(signal, SIGINFO_SI_SIGNO);
-    info.writeInt32LE(parentPid, SIGINFO_SI_PID);
-    info.writeInt32LE(childPid, SIGINFO_SI_VALUE);
+    info.bytes.writeInt32LE(signal, SIGINFO_SI_SIGNO);
+    info.bytes.writeInt32LE(parentPid, SIGINFO_SI_PID);
+    info.bytes.writeInt32LE(childPid, SIGINFO_SI_VALUE);
     this.count.forksRelayed++;
     const list = this.registry.list;
     let queued = 0;
