@@ -240,6 +240,53 @@ export function buildMcastRequest(request: McastRequest): Buffer {
   return buf;
 }
 
+/** The fields of a fork event, for buildForkDatagram. */
+export interface ForkDatagramFields {
+  parentPid: number;
+  parentTgid: number;
+  childPid: number;
+  childTgid: number;
+  /** proc_event.timestamp_ns (CLOCK_MONOTONIC ns; exact below 2^53). */
+  timestampNs: number;
+  /** cn_msg.seq and proc_event.cpu, as the kernel numbers each CPU's events. */
+  seq?: number;
+  cpu?: number;
+}
+
+/**
+ * A PROC_EVENT_FORK datagram laid out as the kernel sends it (proc_fork_connector() and
+ * send_msg(), drivers/connector/cn_proc.c, Linux 6.x: one NLMSG_DONE holding one cn_msg holding a
+ * whole struct proc_event, 76 bytes, the rest of the union zeroed), into `out` at `offset`;
+ * returns the bytes written. For the receive worker's warm-up,
+ * which relays such datagrams through the fast path before the first real fork.
+ */
+export function buildForkDatagram(
+  fields: ForkDatagramFields,
+  out: Buffer = Buffer.alloc(PROC_EVENT_MESSAGE_SIZE),
+  offset = 0,
+): number {
+  out.fill(0, offset, offset + PROC_EVENT_MESSAGE_SIZE);
+  out.writeUInt32LE(PROC_EVENT_MESSAGE_SIZE, offset + NLMSGHDR.LEN);
+  out.writeUInt16LE(NLMSG_DONE, offset + NLMSGHDR.TYPE);
+  // cn_netlink_send_mult() puts cn_msg.seq into nlmsg_seq as well (drivers/connector/connector.c).
+  out.writeUInt32LE((fields.seq ?? 0) >>> 0, offset + NLMSGHDR.SEQ);
+  const cn = offset + NLMSGHDR.SIZE;
+  out.writeUInt32LE(CN_IDX_PROC, cn + CN_MSG.IDX);
+  out.writeUInt32LE(CN_VAL_PROC, cn + CN_MSG.VAL);
+  out.writeUInt32LE((fields.seq ?? 0) >>> 0, cn + CN_MSG.SEQ);
+  out.writeUInt16LE(PROC_EVENT.SIZE, cn + CN_MSG.LEN);
+  const ev = cn + CN_MSG.DATA;
+  out.writeUInt32LE(PROC_EVENT_FORK, ev + PROC_EVENT.WHAT);
+  out.writeUInt32LE((fields.cpu ?? 0) >>> 0, ev + PROC_EVENT.CPU);
+  out.writeBigUInt64LE(BigInt(fields.timestampNs), ev + PROC_EVENT.TIMESTAMP_NS);
+  const d = ev + PROC_EVENT.EVENT_DATA;
+  out.writeInt32LE(fields.parentPid, d + EVENT_DATA.FORK_PARENT_PID);
+  out.writeInt32LE(fields.parentTgid, d + EVENT_DATA.FORK_PARENT_TGID);
+  out.writeInt32LE(fields.childPid, d + EVENT_DATA.FORK_CHILD_PID);
+  out.writeInt32LE(fields.childTgid, d + EVENT_DATA.FORK_CHILD_TGID);
+  return PROC_EVENT_MESSAGE_SIZE;
+}
+
 /** struct sockaddr_nl bound to the proc connector's multicast group. */
 export function buildSockaddrNl(groups: number = CN_IDX_PROC, portId = 0): Buffer {
   const addr = Buffer.alloc(SOCKADDR_NL.SIZE);

@@ -10,6 +10,7 @@ import {
   PROC_EVENT,
   PROC_EVENT_ALL,
   PROC_EVENT_MESSAGE_SIZE,
+  buildForkDatagram,
   buildMcastRequest,
   eventTypeMask,
   parseDatagram,
@@ -316,5 +317,61 @@ describe('requests', () => {
 
   test('the mask of every kind is PROC_EVENT_ALL without NONZERO_EXIT', () => {
     expect(eventTypeMask(PROC_EVENT_KINDS)).toBe((PROC_EVENT_ALL & ~0x20000000) >>> 0);
+  });
+});
+
+describe("fork datagrams built for the receive worker's warm-up", () => {
+  /** The fields of a captured fork datagram, read with fixed offsets (not the parser). */
+  function fieldsOf(bytes: Buffer): Parameters<typeof buildForkDatagram>[0] {
+    const ev = NLMSGHDR.SIZE + CN_MSG.DATA;
+    const d = ev + PROC_EVENT.EVENT_DATA;
+    return {
+      seq: bytes.readUInt32LE(NLMSGHDR.SIZE + CN_MSG.SEQ),
+      cpu: bytes.readUInt32LE(ev + PROC_EVENT.CPU),
+      timestampNs: Number(bytes.readBigUInt64LE(ev + PROC_EVENT.TIMESTAMP_NS)),
+      parentPid: bytes.readInt32LE(d),
+      parentTgid: bytes.readInt32LE(d + 4),
+      childPid: bytes.readInt32LE(d + 8),
+      childTgid: bytes.readInt32LE(d + 12),
+    };
+  }
+
+  test.each(['forkOfFixture', 'forkOfThread'] as const)(
+    "the same fields give the kernel's own bytes (%s)",
+    (name) => {
+      const kernel = captured(name);
+      const built = Buffer.alloc(PROC_EVENT_MESSAGE_SIZE);
+      expect(buildForkDatagram(fieldsOf(kernel), built)).toBe(PROC_EVENT_MESSAGE_SIZE);
+      expect(built.toString('hex')).toBe(kernel.toString('hex'));
+    },
+  );
+
+  test('written in place at an offset, over old bytes, and parsed back as a fork', () => {
+    const out = Buffer.alloc(8 + PROC_EVENT_MESSAGE_SIZE, 0xff);
+    const fields = {
+      parentPid: 0x40000000,
+      parentTgid: 0x40000000,
+      childPid: 0x40000005,
+      childTgid: 0x40000000,
+      timestampNs: 2 ** 40 + 7,
+    };
+    expect(buildForkDatagram(fields, out, 8)).toBe(PROC_EVENT_MESSAGE_SIZE);
+    expect(out.subarray(0, 8).equals(Buffer.alloc(8, 0xff))).toBe(true);
+    const parsed = parse(out.subarray(8));
+    expect(parsed.malformed).toEqual([]);
+    expect(parsed.events).toEqual([
+      {
+        seq: 0,
+        event: expect.objectContaining({
+          kind: 'fork',
+          cpu: 0,
+          timestampNs: BigInt(2 ** 40 + 7),
+          parentPid: 0x40000000,
+          parentTgid: 0x40000000,
+          childPid: 0x40000005,
+          childTgid: 0x40000000,
+        }),
+      },
+    ]);
   });
 });
