@@ -204,6 +204,17 @@ class Daemon {
     log.info(
       `subscribed to the proc connector (fork events, ${connector.subscription} subscription); self-test passed`,
     );
+    const warmUp = relay.warmUp;
+    if (warmUp !== undefined && warmUp.sent === warmUp.forks) {
+      log.debug(
+        `fast path warmed up: ${warmUp.forks} synthetic forks relayed (signal 0, to the daemon itself) in ${warmUp.ms.toFixed(1)} ms`,
+      );
+    } else if (warmUp !== undefined) {
+      // Its sends go the way a registrant's would: a failure here is worth a look.
+      log.warn(
+        `the fast path's warm-up made ${warmUp.sent} of ${warmUp.forks} sends (signal 0, to the daemon itself); the first forks may be relayed more slowly`,
+      );
+    }
     this.checkReceiveBuffer(connector);
     this.restoreState(relay);
 

@@ -39,15 +39,18 @@
 import {
   EFD_CLOEXEC,
   EFD_NONBLOCK,
+  EPOLL_CLOEXEC,
   EPOLL_CTL_ADD,
   EPOLL_CTL_DEL,
   EPOLLIN,
   Errno,
   close,
+  epollCreate1,
   epollCtl,
   eventfd,
   gettid,
   SignalInfo,
+  pidfdOpen,
   pidfdSendSignal,
   read,
   write,
@@ -182,7 +185,17 @@ export type ForkRelayNotice =
   /** The registrant in `slot` (with this pidfd) exited (its pidfd polled readable). */
   | { kind: 'exited'; slot: number; pidfd: number }
   /** pidfd_send_signal said ESRCH: the registrant in `slot` was reaped. */
-  | { kind: 'gone'; slot: number; pidfd: number };
+  | { kind: 'gone'; slot: number; pidfd: number }
+  /** The worker's start-up warm-up (openWarmUpSender) is done: what it relayed, in how long. */
+  | ({ kind: 'warmedUp' } & WarmUpReport);
+
+/** What the receive worker's warm-up did: synthetic forks relayed, sends made, wall time. */
+export interface WarmUpReport {
+  forks: number;
+  /** Sends (signal 0, to the daemon itself) that succeeded: one per fork when all went well. */
+  sent: number;
+  ms: number;
+}
 
 /** How ProcConnector hands the fast path to its receive worker. */
 export interface ForkRelayLink {
@@ -226,6 +239,7 @@ export class ForkTable implements ForkRelayLink {
   private retired: { version: number; pidfd: number; slot: number }[] = [];
   private doorbellFd = -1;
   private attachedWorker = false;
+  private warmedUp: WarmUpReport | undefined;
   private closed = false;
   private readonly one = Buffer.alloc(8);
 
@@ -314,6 +328,11 @@ export class ForkTable implements ForkRelayLink {
     return Atomics.load(this.mem.header, H_HEARTBEAT);
   }
 
+  /** The last attached worker's warm-up, once it has reported it. */
+  warmUp(): WarmUpReport | undefined {
+    return this.warmedUp;
+  }
+
   /** The receive worker's thread id, once it has started (0 before). */
   workerTid(): number {
     return Atomics.load(this.mem.header, H_WORKER_TID);
@@ -382,6 +401,10 @@ export class ForkTable implements ForkRelayLink {
   notice(notice: ForkRelayNotice): void {
     if (notice.kind === 'synced') {
       this.release(notice.version);
+      return;
+    }
+    if (notice.kind === 'warmedUp') {
+      this.warmedUp = { forks: notice.forks, sent: notice.sent, ms: notice.ms };
       return;
     }
     // Only if that slot still holds that pidfd: the notice may cross a removal.
@@ -658,5 +681,48 @@ export class ForkSender {
     ev.writeUInt32LE(0, EPOLL_EVENT.DATA + 4);
     const errno = epollCtl(this.epfd, EPOLL_CTL_ADD, pidfd, ev);
     this.watched[slot] = errno === 0 ? pidfd : -1;
+  }
+}
+
+/** A ForkSender that signals nobody, for warming up the fast path (see openWarmUpSender). */
+export interface WarmUpSender {
+  sender: ForkSender;
+  /** Publish a new version of its set (the same registrant), as a registration would. */
+  republish(): void;
+  /** Its table's totals: what it relayed and sent. */
+  totals(): ForkTableTotals;
+  /** Close its pidfd, epoll set and table. Idempotent. */
+  close(): void;
+}
+
+/**
+ * A ForkSender over a table of its own whose one registrant is this process, signalled with 0:
+ * the kernel checks the pidfd and the siginfo as for any signal and delivers nothing (signal 0,
+ * kill(2); do_pidfd_send_signal(), kernel/signal.c). The receive worker relays synthetic forks
+ * through it at start-up (receiveWorker.ts warmUpFastPath), so that V8 has compiled the fork
+ * path with the same types and branches before the first real fork (republish() takes it
+ * through a change of the set, as the first registration will), and no registrant gets a signal
+ * and no counter of the daemon's own table moves.
+ */
+export function openWarmUpSender(): WarmUpSender {
+  const table = new ForkTable(0, false, () => undefined, 1);
+  let epfd = -1;
+  const closeAll = (): void => {
+    if (epfd >= 0) close(epfd);
+    epfd = -1;
+    table.close(); // closes the pidfd: no worker is attached to this table
+  };
+  try {
+    table.add(0, pidfdOpen(process.pid, 0)); // a fresh table of one slot: always taken
+    epfd = epollCreate1(EPOLL_CLOEXEC);
+    return {
+      sender: new ForkSender(table.workerData(), epfd, () => undefined),
+      republish: () => table.setSignal(0),
+      totals: () => table.totals(),
+      close: closeAll,
+    };
+  } catch (err) {
+    closeAll();
+    throw err;
   }
 }

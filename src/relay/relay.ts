@@ -12,7 +12,12 @@ import { SIGINFO, SI_ASYNCIO } from '../native/structs';
 import type { ProcEvent } from '../netlink/events';
 import type { Logger } from '../log';
 import { isAcceptedSignal, PATCH_DEFAULT_SIGNAL } from './patchRules';
-import { DEFAULT_FORK_TABLE_CAPACITY, ForkTable, type ForkRelayLink } from './forkTable';
+import {
+  DEFAULT_FORK_TABLE_CAPACITY,
+  ForkTable,
+  type ForkRelayLink,
+  type WarmUpReport,
+} from './forkTable';
 import { readTaskStat } from './procStat';
 import {
   USER_HZ,
@@ -220,6 +225,11 @@ export class Relay {
   /** The receive worker's heartbeat (changes while it is alive) and thread id. */
   get worker(): { heartbeat: number; tid: number } {
     return { heartbeat: this.table.heartbeat(), tid: this.table.workerTid() };
+  }
+
+  /** What the receive worker's start-up warm-up relayed (see openWarmUpSender), once done. */
+  get warmUp(): WarmUpReport | undefined {
+    return this.table.warmUp();
   }
 
   /** The fast path's end for ProcConnector's `relay` option. */

@@ -6,6 +6,7 @@
  */
 import fs from 'node:fs';
 import { ProcConnector } from '../../src/netlink/procConnector';
+import { WARM_UP_DATAGRAMS, WARM_UP_FIRST_ID } from '../../src/netlink/receiveWorker';
 import { Relay } from '../../src/relay/relay';
 import type { UnregisteredEvent } from '../../src/relay/registry';
 import type { LossNotice } from '../../src/netlink';
@@ -109,6 +110,35 @@ test('the worker relays every fork; no datagram reaches the main thread without 
     () => more.every(([, child]) => seen.includes(child)),
     10000,
   );
+});
+
+test('the worker warms its fast path up before it starts, unseen by registrants and counters', async () => {
+  // A registrant already in the table when the worker starts (as one restored from state is).
+  relay = new Relay({ signal: TEST_SIGNAL });
+  const consumer = await Consumer.start(consumerBin);
+  expect(relay.registry.register(consumer.pid)).toBe('registered');
+  connector = new ProcConnector({ events: ['fork'], relay: relay.link });
+  await connector.open();
+  // Every synthetic fork went through the fast path and made its send (to the daemon itself).
+  expect(relay.warmUp).toEqual({
+    forks: WARM_UP_DATAGRAMS,
+    sent: WARM_UP_DATAGRAMS,
+    ms: expect.any(Number),
+  });
+  // None of it is in the relay's counters (only the machine's own forks since the start).
+  expect(relay.counters.forksSeen).toBeLessThan(WARM_UP_DATAGRAMS);
+  expect(relay.counters.signalsSent).toBeLessThan(WARM_UP_DATAGRAMS);
+
+  // Real forks reach the registrant; no synthetic one ever did.
+  const forks = await runForker(forkerBin, 3, 0);
+  const children = new Set(forks.map(([, child]) => child));
+  const received = (): number[] => consumer.lines.map((l) => parseSignalLine(l).val);
+  await waitFor(
+    'a signal per fork',
+    () => [...children].every((c) => received().includes(c)),
+    10000,
+  );
+  expect(received().filter((val) => val >= WARM_UP_FIRST_ID)).toEqual([]);
 });
 
 test('a registrant that exits is removed through its pidfd, without exit events', async () => {

@@ -2,11 +2,13 @@
  * The shared table's memory of recent forks and of forks a recovery relayed late, driven from
  * both ends in one thread (ForkTable as the main thread, ForkSender as the receive worker).
  */
+import fs from 'node:fs';
 import { EPOLL_CLOEXEC, close, epollCreate1 } from '../../src/native/libc';
 import {
   ForkSender,
   ForkTable,
   RECENT_FORKS,
+  openWarmUpSender,
   type ForkRelayNotice,
 } from '../../src/relay/forkTable';
 
@@ -61,4 +63,47 @@ test('a fork a recovery relayed is dropped once if stamped before the scan ended
   fork(201, 2.5e9); // after the scan: a new task that got the id
   expect(table.totals().forksSeen).toBe(2);
   expect(table.recentSince(0)).toEqual(new Set([200, 201]));
+});
+
+describe("the receive worker's warm-up sender", () => {
+  const openFds = (): number => fs.readdirSync('/proc/self/fd').length;
+  /** SigPnd and ShdPnd of this process, as /proc shows them. */
+  const pending = (): string[] =>
+    fs
+      .readFileSync('/proc/self/status', 'utf8')
+      .split('\n')
+      .filter((l) => /^(SigPnd|ShdPnd):/.test(l));
+
+  test('relays through a table of its own to this process, with signal 0, and closes what it opened', () => {
+    const fdsBefore = openFds();
+    const pendingBefore = pending();
+    const warm = openWarmUpSender();
+    expect(openFds()).toBe(fdsBefore + 3); // its pidfd, epoll set and doorbell
+    const forks = 200;
+    for (let i = 0; i < forks; i++) {
+      // Process forks and threads, as the worker's warm-up makes them; one send each.
+      const child = 0x40000001 + i;
+      expect(warm.sender.onFork(0x40000000, child, i % 2 ? 0x40000000 : child, i * 1000, 0)).toBe(
+        1,
+      );
+      if (i % 50 === 0) warm.republish();
+    }
+    // Every send succeeded: signal 0 is checked like any signal and delivered to no one (an RT
+    // signal to ourselves would have ended this process, and nothing is pending).
+    expect(warm.totals()).toMatchObject({
+      forksSeen: forks,
+      threadsSeen: forks / 2,
+      forksRelayed: forks,
+      signalsSent: forks,
+      signalsFailed: 0,
+      signalsLost: 0,
+    });
+    expect(pending()).toEqual(pendingBefore);
+    // The test's own table (the daemon's, in the worker) saw none of it.
+    expect(table.totals()).toMatchObject({ forksSeen: 0, signalsSent: 0 });
+    expect(table.lastForkNs()).toBeUndefined();
+    warm.close();
+    warm.close(); // idempotent
+    expect(openFds()).toBe(fdsBefore);
+  });
 });
