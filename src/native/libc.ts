@@ -601,13 +601,14 @@ export class SignalInfo {
   readonly address = addressOf(this.bytes);
 }
 
+/** The null siginfo_t pointer, of the same type as SignalInfo.address. */
+const NULL_ADDRESS = 0n;
+
 /**
  * pidfd_send_signal(2), with `info` or no siginfo_t (null). Returns 0 on success or the positive
  * errno on failure (ESRCH, EAGAIN, EPERM...), because the relay treats each failure as an
  * outcome to count, never as an exception on its hot path.
  */
-const NULL_ADDRESS = 0n;
-
 export function pidfdSendSignal(pidfd: number, sig: number, info: SignalInfo | null): number {
   const r = c.pidfd_send_signal(pidfd, sig, info === null ? NULL_ADDRESS : info.address, 0);
   return r < 0 ? koffi.errno() : 0;
