@@ -123,9 +123,9 @@ const c = {
   epoll_wait: libc.func('int epoll_wait(int epfd, void *events, int maxevents, int timeout)'),
   // glibc >= 2.36 (Debian 12) wraps both pidfd calls.
   pidfd_open: libc.func('int pidfd_open(int pid, uint32_t flags)'),
-  // The siginfo_t travels by address (SignalInfo, or 0 for none): koffi converts an integer for
-  // less than it takes to look up a Buffer (~100 ns of the ~300 ns a call costs, koffi 3.3,
-  // Node 20), and the fast path makes one such call per registrant per fork.
+  // The siginfo_t travels by address (SignalInfo.address, a BigInt, or 0n for none): koffi
+  // converts an integer for less than it takes to look up a Buffer (~100 ns of the ~300 ns a call
+  // costs, koffi 3.3, Node 20), and the fast path makes one such call per registrant per fork.
   pidfd_send_signal: libc.func('pidfd_send_signal', 'int', ['int', 'int', 'intptr_t', 'uint32_t']),
   umount2: libc.func('int umount2(const char *target, int flags)'),
   mount: libc.func(

@@ -52,10 +52,9 @@ import {
   read,
   recvInto,
   setReceiveTimeout,
-  isSyscallError,
   socketpair,
   syscallError,
-  write,
+  writeOrErrno,
 } from '../native/libc';
 import { EPOLL_EVENT, POLLFD } from '../native/structs';
 import {
@@ -503,17 +502,6 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
     }
   };
 
-  /** write(2) a warm-up datagram; false when the socket's send buffer is full (EAGAIN). */
-  const queue = (writer: number, datagram: Buffer): boolean => {
-    try {
-      write(writer, datagram);
-      return true;
-    } catch (err) {
-      if (isSyscallError(err, 'EAGAIN')) return false;
-      throw err;
-    }
-  };
-
   /**
    * Relay WARM_UP_DATAGRAMS synthetic forks through the fast path before the worker says
    * 'ready': the same loop, relayDatagram, ForkSender.onFork and pidfd_send_signal as a real
@@ -565,7 +553,9 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
           fields[I_CHILD_TGID] = made % 2 === 0 ? child : WARM_UP_FIRST_ID;
           fields[I_TIMESTAMP] = made * WARM_UP_SPACING_NS; // below 2^31 (see WARM_UP_DATAGRAMS)
           // A small send buffer: relay what is queued (an empty queue takes one at least).
-          if (!queue(writer, datagram)) break;
+          const wrote = writeOrErrno(writer, datagram);
+          if (wrote === -Errno.EAGAIN) break;
+          if (wrote < 0) throw syscallError('write', -wrote);
         }
         // Now and then a change of the set, which onFork takes up before its sends.
         if (burst % WARM_UP_BURSTS.length === 0) warm.republish();

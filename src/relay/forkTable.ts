@@ -171,6 +171,19 @@ function joinNs(lo: number, hi: number): number {
   return (hi >>> 0) * TWO_32 + (lo >>> 0);
 }
 
+/**
+ * A siginfo_t for relaying forks, with the fields the patch fixes as rfd_relay_fork_info set
+ * them (si_errno 0, si_code SI_ASYNCIO) and si_uid, which the patch left uninitialised, 0: the
+ * uid of the daemon that sends. si_signo, si_pid and si_value are set per fork.
+ */
+export function forkSignalInfo(): SignalInfo {
+  const info = new SignalInfo();
+  info.bytes.writeInt32LE(0, SIGINFO.ERRNO);
+  info.bytes.writeInt32LE(SI_ASYNCIO, SIGINFO.CODE);
+  info.bytes.writeUInt32LE(0, SIGINFO.UID);
+  return info;
+}
+
 /** What the receive worker needs (structured-cloned into workerData; the buffer is shared). */
 export interface ForkRelayWorkerData {
   buffer: SharedArrayBuffer;
@@ -481,7 +494,7 @@ export class ForkSender {
   /** Per slot: the sync generation that last saw it in force. */
   private readonly mark: Uint32Array;
   private generation = 0;
-  private readonly siginfo = new SignalInfo();
+  private readonly siginfo = forkSignalInfo();
   /** The same bytes as ints: the fields set per fork are written without Buffer's checks. */
   private readonly siginfoInts = this.siginfo.ints;
   private readonly epollEvent = Buffer.alloc(EPOLL_EVENT.SIZE);
@@ -507,11 +520,6 @@ export class ForkSender {
     this.watched = new Int32Array(this.capacity).fill(-1);
     this.dead = new Uint8Array(this.capacity);
     this.mark = new Uint32Array(this.capacity);
-    // Fixed fields, as rfd_relay_fork_info set them; si_uid (left uninitialised by the patch) is
-    // 0, the uid of the daemon that sends.
-    this.siginfo.bytes.writeInt32LE(0, SIGINFO.ERRNO);
-    this.siginfo.bytes.writeInt32LE(SI_ASYNCIO, SIGINFO.CODE);
-    this.siginfo.bytes.writeUInt32LE(0, SIGINFO.UID);
     Atomics.store(this.mem.header, H_WORKER_TID, gettid());
     this.sync();
   }

@@ -7,7 +7,7 @@
  * The per-event path allocates nothing: one 128-byte siginfo_t is reused for every send, and
  * nothing above debug is logged.
  */
-import { Errno, SignalInfo, close as closeFd, pidfdSendSignal } from '../native/libc';
+import { Errno, close as closeFd, pidfdSendSignal } from '../native/libc';
 import { SIGINFO, SI_ASYNCIO } from '../native/structs';
 import type { ProcEvent } from '../netlink/events';
 import type { Logger } from '../log';
@@ -15,6 +15,7 @@ import { isAcceptedSignal, PATCH_DEFAULT_SIGNAL } from './patchRules';
 import {
   DEFAULT_FORK_TABLE_CAPACITY,
   ForkTable,
+  forkSignalInfo,
   type ForkRelayLink,
   type WarmUpReport,
 } from './forkTable';
@@ -114,7 +115,8 @@ export class Relay {
   private readonly bySlot = new Map<number, Registrant>();
   private readonly slotOf = new Map<Registrant, number>();
   private signalInEffect: number;
-  private readonly siginfo = new SignalInfo();
+  /** The patch's fixed fields set once (forkSignalInfo); the rest per fork. */
+  private readonly siginfo = forkSignalInfo();
   private readonly count: RelayCounters = {
     forksSeen: 0,
     threadsSeen: 0,
@@ -187,11 +189,6 @@ export class Relay {
     });
     this.logger = options.logger;
     this.exitRecheckDelaysMs = options.exitRecheckDelaysMs ?? DEFAULT_EXIT_RECHECK_DELAYS_MS;
-    // Fixed fields of the siginfo, as rfd_relay_fork_info set them; si_uid (left uninitialised
-    // by the patch) is 0, the uid of the daemon that sends.
-    this.siginfo.bytes.writeInt32LE(0, SIGINFO_SI_ERRNO);
-    this.siginfo.bytes.writeInt32LE(SI_ASYNCIO, SIGINFO_SI_CODE);
-    this.siginfo.bytes.writeUInt32LE(0, SIGINFO_SI_UID);
     this.registry.on('unregistered', this.onUnregistered);
   }
 
