@@ -450,11 +450,7 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
    * the C relay 55. `socket` and `flags` are the proc connector socket and the shared control
    * flags, except in the warm-up (warmUpFastPath), which runs this same code on its own.
    */
-  const relayUntilHouseKeeping = (
-    socket: number,
-    relay: ForkSender,
-    flags: Int32Array = control,
-  ): number => {
+  const relayUntilHouseKeeping = (socket: number, relay: ForkSender, flags: Int32Array): number => {
     work = 0;
     for (;;) {
       let got: number;
@@ -602,7 +598,7 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
         // does, the worker made 3.2 system calls per fork and cost 2.5x the C relay's CPU).
         // After a loss the slow path takes over until the queue has emptied, which is when the
         // kernel stops counting drops: it posts the final count once, as without a relay.
-        if (relayUntilHouseKeeping(fd, sender) === -Errno.ENOBUFS) overrun();
+        if (relayUntilHouseKeeping(fd, sender, control) === -Errno.ENOBUFS) overrun();
         if (Atomics.load(control, CONTROL_STOP) !== 0) break;
         stop = houseKeep();
         continue;
