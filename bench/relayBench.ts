@@ -839,7 +839,9 @@ export function evaluateGoals(report: BenchReport): BenchReport['goals'] {
   // Only when the thread storm ran (LOADS may leave it out).
   if (report.rss.afterStormMiB > 0) {
     add(
-      `RSS after the storm <= 70 MB (Node ${report.daemonNode})`,
+      // The issue's "70 MB", read as MiB (the kernel's VmRSS is in KiB): 70 MB of 10^6 bytes
+      // would be 66.8 MiB.
+      `RSS after the storm <= 70 MiB (Node ${report.daemonNode})`,
       report.rss.afterStormMiB <= 70,
       `${fmt(report.rss.afterStormMiB)} MiB`,
     );

@@ -87,3 +87,13 @@ test('process forks: p50 over 1.3x fails for the storm as for paced forks; CPU o
     "latency p50 (storm) <= 1.3x the C relay's",
   ]);
 });
+
+test('RSS after the storm is judged in MiB, as VmRSS measures it: 70 passes, a KiB more fails', () => {
+  const withRss = (afterStormMiB: number): BenchReport => ({
+    ...report({}),
+    daemonNode: 'v24.0.0',
+    rss: { idleMiB: afterStormMiB, afterStormMiB },
+  });
+  expect(failed(withRss(70))).toEqual([]);
+  expect(failed(withRss(70 + 1 / 1024))).toEqual(['RSS after the storm <= 70 MiB (Node v24.0.0)']);
+});
