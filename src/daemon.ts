@@ -264,11 +264,15 @@ class Daemon {
     const worker = relay.worker;
     log.debug(`the receive worker is thread ${worker.tid}`);
     this.notifier.startWatchdog(() => this.healthy());
-    this.statusTimer = setInterval(
-      () => this.notifier.status(this.statusLine()),
-      STATUS_INTERVAL_MS,
-    );
-    this.statusTimer.unref();
+    // Only where systemd listens: elsewhere the line would be built every 5 s for no one (the
+    // main thread's only wake-up of an idle daemon outside systemd).
+    if (this.notifier.enabled) {
+      this.statusTimer = setInterval(
+        () => this.notifier.status(this.statusLine()),
+        STATUS_INTERVAL_MS,
+      );
+      this.statusTimer.unref();
+    }
   }
 
   /** Unmount, or leave the mount to the next start when systemd restarts us (the fd store). */

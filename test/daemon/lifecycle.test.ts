@@ -59,6 +59,37 @@ test('SIGINT (Ctrl-C) also unmounts and exits 0', async () => {
   expect(isMounted(mp)).toBe(false);
 });
 
+test('idle outside systemd, the main thread sleeps: seconds on end without a wake-up', async () => {
+  // Nobody listens for STATUS= here, so nothing is built for it every 5 s (the main thread's
+  // only periodic wake-up of an idle daemon outside systemd).
+  const env = { ...process.env };
+  delete env.NOTIFY_SOCKET;
+  delete env.WATCHDOG_USEC;
+  const d = await Daemon.start(tmp.join('idle'), ['--signal', '40', '--no-state'], env);
+  try {
+    // The third field of /proc/<pid>/schedstat: how often the task has been given the CPU.
+    const runs = (): number =>
+      Number(fs.readFileSync(`/proc/${d.pid}/schedstat`, 'utf8').trim().split(' ')[2]);
+    // Start-up work (a GC some seconds after start, for one) may wake it; after that, a quiet
+    // QUIET_S seconds must come within the liveness bound.
+    const QUIET_S = 6;
+    const deadline = Date.now() + 45_000;
+    let quiet = 0;
+    let last = runs();
+    while (quiet < QUIET_S) {
+      if (Date.now() > deadline) {
+        throw new Error(`the idle daemon's main thread never slept ${QUIET_S} s in a row`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const now = runs();
+      quiet = now === last ? quiet + 1 : 0;
+      last = now;
+    }
+  } finally {
+    await d.stop('SIGTERM');
+  }
+}, 90_000);
+
 test('warns about signal 33, the patch default that glibc reserves', async () => {
   const mp = tmp.join('sig33');
   const d = await Daemon.start(mp, []);
