@@ -55,7 +55,11 @@ export interface DaemonOptions {
 const GLIBC_RESERVED_SIGNAL = 33;
 /** File descriptors the daemon needs besides the registrants' pidfds (stdio, sockets, workers). */
 const RESERVED_FDS = 64;
-/** The receive worker counts as stalled after this long without progress (it beats every 1 s). */
+/**
+ * The receive worker counts as stalled after this long without a heartbeat. Each health check
+ * asks it for one (Relay.probeWorker), which it gives at once when idle and within 100 ms when
+ * busy, so a worker that has not beaten since the previous check did not answer.
+ */
 const WORKER_STALL_MS = 3000;
 /** How long a read through the mount may take before the watchdog counts the FUSE side as stalled. */
 const MOUNT_STAT_TIMEOUT_MS = 5000;
@@ -360,9 +364,9 @@ class Daemon {
 
   /**
    * What WATCHDOG=1 vouches for: the receive worker has shown progress (its heartbeat moves at
-   * every wake-up and housekeeping, at least once a second) within WORKER_STALL_MS, and a read
-   * of `signal` through the mount answers within MOUNT_STAT_TIMEOUT_MS. Each failure is
-   * logged once, as it starts.
+   * every wake-up and housekeeping, and each check asks it for one: an idle worker sleeps)
+   * within WORKER_STALL_MS, and a read of `signal` through the mount answers within
+   * MOUNT_STAT_TIMEOUT_MS. Each failure is logged once, as it starts.
    */
   private async healthy(): Promise<boolean> {
     const relay = this.relay;
@@ -373,6 +377,8 @@ class Daemon {
       this.lastHeartbeat = beat;
       this.lastHeartbeatChange = now;
     }
+    // For the next check: a worker asleep on a quiet machine beats when woken.
+    relay.probeWorker();
     const workerStalledMs = now - this.lastHeartbeatChange;
     let problem: string | undefined;
     if (workerStalledMs > WORKER_STALL_MS) {

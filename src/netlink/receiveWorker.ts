@@ -7,7 +7,8 @@
  * - the fast path, with a relay attached while nothing is forwarded and no loss is being
  *   counted: block in recv (SO_RCVTIMEO = HEARTBEAT_MS), or in recvmmsg for all that are queued
  *   when behind, relay, repeat; the epoll set is looked at without waiting every HOUSEKEEPING_MS
- *   and at every timeout;
+ *   and at every timeout, after which the worker sleeps in epoll_wait with no timeout until
+ *   something happens (waitWhileIdle);
  * - otherwise recv(MSG_DONTWAIT) one datagram at a time until EAGAIN, then epoll_wait on the
  *   socket, the stop eventfd and, with a relay, its doorbell and every registrant's pidfd.
  * Each datagram is:
@@ -205,15 +206,19 @@ const WARM_UP_BURSTS = [1, 1, 2, 3, 40];
 const WARM_UP_FIRST_ID = 0x40000000;
 const WARM_UP_SPACING_NS = 50_000;
 
-/** Longest sleep of a worker that relays: the period of its heartbeat (see ForkTable). */
+/**
+ * How long the fast path's recv waits for a datagram (SO_RCVTIMEO) before the worker does its
+ * housekeeping and goes idle (waitWhileIdle), and how often the slow path beats (see ForkTable).
+ */
 const HEARTBEAT_MS = 1000;
 
 /**
  * While forks keep the fast path's recv busy, how often it looks at the epoll set without
  * waiting (registrants' exits, the doorbell, stop) and at the drop counter after a loss: a
- * registrant's exit is seen within this much of its pidfd polling readable (a second at most on
- * an idle machine, when the receive times out). Ten epoll_wait calls a second cost nothing
- * measurable; one per fork cost the worker half again its CPU.
+ * registrant's exit is seen within this much of its pidfd polling readable (a second at most
+ * when forks are sparse, when the receive times out; at once on a quiet machine, whose worker
+ * waits on the epoll set). Ten epoll_wait calls a second cost nothing measurable; one per fork
+ * cost the worker half again its CPU.
  */
 const HOUSEKEEPING_MS = 100;
 
@@ -274,6 +279,10 @@ export {
 
 /** relayDatagram's answer for a datagram that is not a proc event (it carries no timestamp). */
 const NO_TICK = -1;
+
+/** What handleReady found among the ready fds, as bits. */
+const READY_STOP = 1;
+const READY_SOCKET = 2;
 
 export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void {
   const { fd, wakeFd } = data;
@@ -403,16 +412,17 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
     }
   };
 
-  /** Handle what epoll reported; returns true when stop was among it. */
-  const handleReady = (ready: number): boolean => {
-    let stop = false;
+  /** Handle what epoll reported; returns READY_STOP and READY_SOCKET if they were among it. */
+  const handleReady = (ready: number): number => {
+    let found = 0;
     for (let i = 0; i < ready; i++) {
       const tag = events.readUInt32LE(i * EPOLL_EVENT.SIZE + EPOLL_EVENT.DATA);
-      if (tag === EPOLL_TAG_STOP) stop = true;
+      if (tag === EPOLL_TAG_STOP) found |= READY_STOP;
+      else if (tag === EPOLL_TAG_SOCKET) found |= READY_SOCKET;
       else if (tag === EPOLL_TAG_DOORBELL) sender?.onDoorbell();
-      else if (tag !== EPOLL_TAG_SOCKET) sender?.onPidfdReadable(tag);
+      else sender?.onPidfdReadable(tag);
     }
-    return stop;
+    return found;
   };
 
   /**
@@ -426,10 +436,30 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
     let stop = false;
     for (;;) {
       const ready = epollWait(epfd, events, EPOLL_BATCH, 0);
-      if (handleReady(ready)) stop = true;
+      if ((handleReady(ready) & READY_STOP) !== 0) stop = true;
       if (ready < EPOLL_BATCH) break;
     }
     return stop;
+  };
+
+  /**
+   * The fast path found the socket quiet for HEARTBEAT_MS: sleep in epoll_wait, with no timeout,
+   * until a datagram comes (then back to the fast path's recv), or stop; a registrant's exit and
+   * the doorbell (a change of the set, or the watchdog's probe, ForkTable.probeWorker) are taken
+   * as they come, each wake-up beating. Returns true on stop. Why not go on waking with the
+   * receive timeout: measured (Linux 6.18.44, this 2-core VM, Node 20), each of those wake-ups
+   * cost the idle worker 0.3-0.6 ms of CPU (the caches and TLB cold after a second asleep), 0.3 to
+   * 0.8 ms a second in all where the C relay, blocked in recv, costs none; and a registrant's
+   * exit on a quiet machine is seen at once instead of within a second. The price is one
+   * epoll_wait per quiet spell (the first fork after it wakes epoll_wait, then recv reads it).
+   */
+  const waitWhileIdle = (relay: ForkSender): boolean => {
+    for (;;) {
+      const found = handleReady(epollWait(epfd, events, EPOLL_BATCH, -1));
+      relay.beat();
+      if ((found & READY_STOP) !== 0) return true;
+      if ((found & READY_SOCKET) !== 0) return false;
+    }
   };
 
   /**
@@ -598,9 +628,11 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
         // does, the worker made 3.2 system calls per fork and cost 2.5x the C relay's CPU).
         // After a loss the slow path takes over until the queue has emptied, which is when the
         // kernel stops counting drops: it posts the final count once, as without a relay.
-        if (relayUntilHouseKeeping(fd, sender, control) === -Errno.ENOBUFS) overrun();
+        const got = relayUntilHouseKeeping(fd, sender, control);
+        if (got === -Errno.ENOBUFS) overrun();
         if (Atomics.load(control, CONTROL_STOP) !== 0) break;
         stop = houseKeep();
+        if (!stop && got === -Errno.EAGAIN) stop = waitWhileIdle(sender);
         continue;
       }
       drain();
@@ -633,11 +665,12 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
           postLoss();
         }
       }
-      // With a relay attached, wake at least every HEARTBEAT_MS so that an idle worker still
-      // shows the watchdog it is alive (one wake-up a second: nothing measurable).
+      // With a relay attached, beat at least every HEARTBEAT_MS. This path relays only while
+      // the main thread wants datagrams (open(), a self-test) or after a loss, for moments: the
+      // fast path's waitWhileIdle is where an idle daemon sleeps.
       const ready = epollWait(epfd, events, EPOLL_BATCH, sender === undefined ? -1 : HEARTBEAT_MS);
       sender?.beat();
-      if (handleReady(ready)) stop = true;
+      if ((handleReady(ready) & READY_STOP) !== 0) stop = true;
     }
     read(wakeFd, wakeValue);
     // close() unsubscribed before waking us: take what the kernel queued until then.

@@ -25,7 +25,8 @@
  * the main thread writes the slots and bumps `version` synchronously inside the FUSE request, and
  * the worker compares `version` before every send loop, so every fork datagram it reads after the
  * write sees the change. The doorbell (an eventfd in the worker's epoll set) wakes an idle worker
- * so that it also adds new registrants' pidfds to its epoll set at once.
+ * so that it also adds new registrants' pidfds to its epoll set at once; rung with no change
+ * (probeWorker), it only asks the worker for a heartbeat.
  *
  * Closing a pidfd the worker may be using would let it signal whatever file the number names
  * next. So a removed registrant's pidfd (and its slot) is released only once the worker has
@@ -75,7 +76,8 @@ const H_RECOVERED_UNTIL_LO = 7;
 const H_RECOVERED_UNTIL_HI = 8;
 /**
  * Bumped by the worker at every wake-up of its loop and at every housekeeping of its fast path
- * (every HOUSEKEEPING_MS of forks, src/netlink/receiveWorker.ts): proof of life for the watchdog.
+ * (every HOUSEKEEPING_MS of forks, src/netlink/receiveWorker.ts): proof of life for the watchdog,
+ * which rings the doorbell (probeWorker) to get one from a worker asleep on a quiet machine.
  * Not per fork: the fast path's housekeeping already beats ten times a second under load.
  */
 const H_HEARTBEAT = 9;
@@ -336,7 +338,10 @@ export class ForkTable implements ForkRelayLink {
     };
   }
 
-  /** The worker's heartbeat: it changes at least once a second while the worker runs. */
+  /**
+   * The worker's heartbeat: it changes at every wake-up and housekeeping of the worker (ten
+   * times a second while forks flow), and soon after probeWorker(); an idle worker sleeps.
+   */
   heartbeat(): number {
     return Atomics.load(this.mem.header, H_HEARTBEAT);
   }
@@ -344,6 +349,16 @@ export class ForkTable implements ForkRelayLink {
   /** The last attached worker's warm-up, once it has reported it. */
   warmUp(): WarmUpReport | undefined {
     return this.warmedUp;
+  }
+
+  /**
+   * Ask the worker for a heartbeat: ring the doorbell with no change, which wakes a worker that
+   * sleeps on a quiet machine (it beats at every wake-up) and is seen by a busy one at its next
+   * housekeeping. A worker that does not beat soon after is stuck or stopped. No-op with no
+   * worker attached.
+   */
+  probeWorker(): void {
+    if (this.attachedWorker && this.doorbellFd >= 0) write(this.doorbellFd, this.one);
   }
 
   /** The receive worker's thread id, once it has started (0 before). */
@@ -529,10 +544,14 @@ export class ForkSender {
     Atomics.add(this.mem.header, H_HEARTBEAT, 1);
   }
 
-  /** The doorbell rang: take the change (and reset the eventfd). */
+  /**
+   * The doorbell rang (reset the eventfd): take the change, if any. With none it was the
+   * watchdog's probe (ForkTable.probeWorker), answered by the beat of the wake-up that read it;
+   * a sync would post a needless 'synced' notice.
+   */
   onDoorbell(): void {
     read(this.doorbellFd, this.doorbellValue);
-    this.sync();
+    if (Atomics.load(this.header, H_VERSION) !== this.seen) this.sync();
   }
 
   /**

@@ -219,9 +219,17 @@ export class Relay {
     };
   }
 
-  /** The receive worker's heartbeat (changes while it is alive) and thread id. */
+  /**
+   * The receive worker's heartbeat (it changes at each of the worker's wake-ups; an idle worker
+   * sleeps: see probeWorker) and thread id.
+   */
   get worker(): { heartbeat: number; tid: number } {
     return { heartbeat: this.table.heartbeat(), tid: this.table.workerTid() };
+  }
+
+  /** Ask the receive worker for a heartbeat soon (it wakes if asleep; ForkTable.probeWorker). */
+  probeWorker(): void {
+    this.table.probeWorker();
   }
 
   /** What the receive worker's start-up warm-up relayed (see openWarmUpSender), once done. */

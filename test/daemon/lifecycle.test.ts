@@ -7,13 +7,16 @@ import {
   AS_NOBODY,
   CLI,
   TempDir,
+  compileFixture,
   execFileAsync,
   isMounted,
+  parseSignals,
+  runForker,
   spawnChild,
   cleanupAll,
   waitFor,
 } from '../support';
-import { Daemon, requireRootAndBuild } from './harness';
+import { Daemon, RELAY_SIGNAL, consumerArgs, requireRootAndBuild } from './harness';
 
 requireRootAndBuild();
 
@@ -92,6 +95,72 @@ test('idle outside systemd, the main thread sleeps: seconds on end without a wak
     await d.stop('SIGTERM');
   }
 }, 90_000);
+
+test('idle, the receive worker sleeps too, until a fork comes, and relays that fork', async () => {
+  const [registrantBin, forkerBin] = await Promise.all([
+    compileFixture('rt_consumer', tmp.path),
+    compileFixture('forker', tmp.path),
+  ]);
+  const env = { ...process.env };
+  delete env.NOTIFY_SOCKET;
+  delete env.WATCHDOG_USEC;
+  const d = await Daemon.start(
+    tmp.join('idle-worker'),
+    ['--signal', String(RELAY_SIGNAL), '--no-state', '--log-level', 'debug'],
+    env,
+  );
+  try {
+    const tid = Number(
+      /thread (\d+)/.exec(await d.waitForLine(/the receive worker is thread \d+/, 'stderr'))?.[1],
+    );
+    const workerRuns = (): number =>
+      Number(fs.readFileSync(`/proc/${d.pid}/task/${tid}/schedstat`, 'utf8').trim().split(' ')[2]);
+    // Every fork on the machine wakes the worker (it relays them all), so a quiet spell is one
+    // with no fork anywhere: /proc/stat's "processes" (every clone since boot) stays still. The
+    // worker's receive timeout (1 s) comes once after the last fork; before this change it came
+    // every second for good.
+    const forksOnMachine = (): number =>
+      Number(/^processes (\d+)$/m.exec(fs.readFileSync('/proc/stat', 'utf8'))?.[1]);
+    const QUIET_MS = 4000;
+    const workerSleeps = async (what: string): Promise<void> => {
+      let last = '';
+      let quietSince = Date.now();
+      await waitFor(
+        `${what}: the receive worker to sleep ${QUIET_MS} ms in a row, with no fork on the machine`,
+        () => {
+          const now = `${workerRuns()} ${forksOnMachine()}`;
+          if (now !== last) {
+            last = now;
+            quietSince = Date.now();
+          }
+          return Date.now() - quietSince >= QUIET_MS;
+        },
+        45_000,
+      );
+    };
+    await workerSleeps('after start-up');
+
+    // A registration rings the worker's doorbell (it watches the new pidfd); then it sleeps again.
+    const reg = spawnChild(registrantBin, consumerArgs(d.file('processes')));
+    await reg.waitForLine(/^ready$/, 'stdout');
+    expect(d.listed()).toContain(reg.pid);
+    await workerSleeps('after a registration');
+
+    // The first fork after a quiet spell wakes it, and is relayed.
+    const forks = await runForker(forkerBin, 2, 0);
+    const parent = forks[0][0];
+    const got = await waitFor('the signals of the forks after the quiet spell', () => {
+      const mine = parseSignals(reg.stdout).filter((s) => s.pid === parent);
+      return mine.length >= forks.length && mine;
+    });
+    expect(got.map((s) => s.val).sort()).toEqual(forks.map(([, child]) => child).sort());
+    await reg.stop();
+    // Its exit is seen on its pidfd, with no fork to wake the worker: it leaves `processes`.
+    await waitFor('the exited registrant to leave processes', () => !d.listed().includes(reg.pid));
+  } finally {
+    await d.stop('SIGTERM');
+  }
+}, 150_000);
 
 test('warns about signal 33, the patch default that glibc reserves', async () => {
   const mp = tmp.join('sig33');

@@ -2,6 +2,7 @@
  * WATCHDOG=1 vouches for health, not for a turning event loop (issue 10): with the receive
  * worker's thread stopped (ptrace stops that one thread; the rest of the daemon runs on, its
  * files answer), the pings stop and the log says why; once the thread runs again they resume.
+ * An idle worker, which sleeps until something happens, is not taken for a stalled one.
  */
 import fs from 'node:fs';
 import { NotifyListener } from '../deploy/notifyListener';
@@ -63,6 +64,29 @@ test('a stalled receive worker stops the pings; they come back when it runs agai
   expect(fs.existsSync(`/proc/${daemon.pid}/task/${tid}`)).toBe(true);
   // Healthy: a ping every second (half of WatchdogSec=2s).
   await listener.waitForMessages('WATCHDOG', 3, 10000);
+
+  // Idle, the worker sleeps (no receive timeout wakes it): each check asks it for a heartbeat,
+  // so a spell with no fork anywhere on the machine, longer than the 3 s stall limit, still
+  // gets every ping. /proc/stat's "processes" counts every clone since boot.
+  const forksOnMachine = (): number =>
+    Number(/^processes (\d+)$/m.exec(fs.readFileSync('/proc/stat', 'utf8'))?.[1]);
+  const QUIET_MS = 4500;
+  let forks = forksOnMachine();
+  let quietSince = Date.now();
+  await waitFor(
+    `${QUIET_MS} ms with no fork on the machine`,
+    () => {
+      const now = forksOnMachine();
+      if (now !== forks) {
+        forks = now;
+        quietSince = Date.now();
+      }
+      return Date.now() - quietSince >= QUIET_MS;
+    },
+    45000,
+  );
+  expect(daemon.stderr.filter((l) => /not pinging/.test(l))).toEqual([]);
+  expect(longestGap(listener.with('WATCHDOG'), quietSince, Date.now())).toBeLessThan(2000);
 
   stall = spawnChild(stallBin, [String(tid), '8']);
   await stall.waitForLine(/^stopped$/, 'stdout');

@@ -3,7 +3,14 @@
  * both ends in one thread (ForkTable as the main thread, ForkSender as the receive worker).
  */
 import fs from 'node:fs';
-import { EPOLL_CLOEXEC, close, epollCreate1 } from '../../src/native/libc';
+import {
+  EPOLL_CLOEXEC,
+  Errno,
+  close,
+  epollCreate1,
+  readOrErrno,
+  writeOrErrno,
+} from '../../src/native/libc';
 import {
   ForkSender,
   ForkTable,
@@ -63,6 +70,37 @@ test('a fork a recovery relayed is dropped once if stamped before the scan ended
   fork(201, 2.5e9); // after the scan: a new task that got the id
   expect(table.totals().forksSeen).toBe(2);
   expect(table.recentSince(0)).toEqual(new Set([200, 201]));
+});
+
+test("the doorbell: a change is taken and acknowledged; the watchdog's probe is not a change", () => {
+  // The worker's side of the doorbell, read as the worker reads it (non-blocking eventfd).
+  const { doorbellFd } = table.workerData();
+  const rang = (): boolean => {
+    const value = Buffer.alloc(8);
+    const n = readOrErrno(doorbellFd, value);
+    if (n === -Errno.EAGAIN) return false;
+    expect(n).toBe(8);
+    writeOrErrno(doorbellFd, value); // put it back for onDoorbell to read
+    return true;
+  };
+  expect(rang()).toBe(false);
+  notices.length = 0; // the sender's first sync, at its construction
+
+  table.probeWorker();
+  expect(rang()).toBe(true);
+  sender.onDoorbell();
+  expect(rang()).toBe(false); // read: a probe rings once
+  expect(notices).toEqual([]); // no change, so no 'synced' notice for the main thread
+
+  table.setSignal(41);
+  expect(rang()).toBe(true);
+  sender.onDoorbell();
+  expect(notices).toEqual([{ kind: 'synced', version: expect.any(Number) }]);
+
+  // With no worker attached there is no one to wake.
+  table.detached();
+  table.probeWorker();
+  expect(rang()).toBe(false);
 });
 
 describe("the receive worker's warm-up sender", () => {
