@@ -110,7 +110,7 @@ export class ReceiveWorkerHost {
       write(this.stopFd, one);
       Atomics.store(this.control, CONTROL_STOP, 1);
       // If this fails (a full queue), the worker is not blocked in recv, or its receive timeout
-      // (HEARTBEAT_MS) ends the wait.
+      // (HEARTBEAT_MS) ends the wait. An idle worker asleep in epoll_wait wakes on the eventfd.
       wakeReader(this.options.fd);
       await exited;
     }
