@@ -14,7 +14,9 @@ import {
   runForker,
   spawnChild,
   cleanupAll,
+  forksSinceBoot,
   waitFor,
+  waitForStill,
 } from '../support';
 import { Daemon, RELAY_SIGNAL, consumerArgs, requireRootAndBuild } from './harness';
 
@@ -74,23 +76,9 @@ test('idle outside systemd, the main thread sleeps: seconds on end without a wak
     // The third field of /proc/<pid>/schedstat: how often the task has been given the CPU.
     const runs = (): number =>
       Number(fs.readFileSync(`/proc/${d.pid}/schedstat`, 'utf8').trim().split(' ')[2]);
-    // Start-up work (a GC some seconds after start, for one) may wake it; after that, a quiet
-    // QUIET_MS must come within the liveness bound.
-    const QUIET_MS = 6000;
-    let last = runs();
-    let quietSince = Date.now();
-    await waitFor(
-      `the idle daemon's main thread to sleep ${QUIET_MS} ms in a row`,
-      () => {
-        const now = runs();
-        if (now !== last) {
-          last = now;
-          quietSince = Date.now();
-        }
-        return Date.now() - quietSince >= QUIET_MS;
-      },
-      45_000,
-    );
+    // Start-up work (a GC some seconds after start, for one) may wake it; after that, 6 s
+    // without a wake-up must come within the liveness bound.
+    await waitForStill("the idle daemon's main thread's run count", runs, 6000, 45_000);
   } finally {
     await d.stop('SIGTERM');
   }
@@ -116,25 +104,13 @@ test('idle, the receive worker sleeps too, until a fork comes, and relays that f
     const workerRuns = (): number =>
       Number(fs.readFileSync(`/proc/${d.pid}/task/${tid}/schedstat`, 'utf8').trim().split(' ')[2]);
     // Every fork on the machine wakes the worker (it relays them all), so a quiet spell is one
-    // with no fork anywhere: /proc/stat's "processes" (every clone since boot) stays still. The
-    // worker's receive timeout (1 s) comes once after the last fork; before this change it came
-    // every second for good.
-    const forksOnMachine = (): number =>
-      Number(/^processes (\d+)$/m.exec(fs.readFileSync('/proc/stat', 'utf8'))?.[1]);
-    const QUIET_MS = 4000;
+    // with no fork anywhere. The worker's receive timeout (1 s) comes once after the last fork;
+    // before this change it came every second for good.
     const workerSleeps = async (what: string): Promise<void> => {
-      let last = '';
-      let quietSince = Date.now();
-      await waitFor(
-        `${what}: the receive worker to sleep ${QUIET_MS} ms in a row, with no fork on the machine`,
-        () => {
-          const now = `${workerRuns()} ${forksOnMachine()}`;
-          if (now !== last) {
-            last = now;
-            quietSince = Date.now();
-          }
-          return Date.now() - quietSince >= QUIET_MS;
-        },
+      await waitForStill(
+        `${what}: the receive worker's run count and the forks on the machine`,
+        () => `${workerRuns()} ${forksSinceBoot()}`,
+        4000,
         45_000,
       );
     };

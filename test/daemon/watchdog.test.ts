@@ -11,9 +11,11 @@ import {
   TempDir,
   cleanupAll,
   compileFixture,
+  forksSinceBoot,
   isMounted,
   spawnChild,
   waitFor,
+  waitForStill,
 } from '../support';
 import { Daemon, requireRootAndBuild } from './harness';
 
@@ -67,24 +69,8 @@ test('a stalled receive worker stops the pings; they come back when it runs agai
 
   // Idle, the worker sleeps (no receive timeout wakes it): each check asks it for a heartbeat,
   // so a spell with no fork anywhere on the machine, longer than the 3 s stall limit, still
-  // gets every ping. /proc/stat's "processes" counts every clone since boot.
-  const forksOnMachine = (): number =>
-    Number(/^processes (\d+)$/m.exec(fs.readFileSync('/proc/stat', 'utf8'))?.[1]);
-  const QUIET_MS = 4500;
-  let forks = forksOnMachine();
-  let quietSince = Date.now();
-  await waitFor(
-    `${QUIET_MS} ms with no fork on the machine`,
-    () => {
-      const now = forksOnMachine();
-      if (now !== forks) {
-        forks = now;
-        quietSince = Date.now();
-      }
-      return Date.now() - quietSince >= QUIET_MS;
-    },
-    45000,
-  );
+  // gets every ping.
+  const quietSince = await waitForStill('the forks on the machine', forksSinceBoot, 4500, 45000);
   expect(daemon.stderr.filter((l) => /not pinging/.test(l))).toEqual([]);
   expect(longestGap(listener.with('WATCHDOG'), quietSince, Date.now())).toBeLessThan(2000);
 

@@ -6,7 +6,8 @@
 import { stopAllChildren } from './children';
 import { removeAllTempDirs } from './tempDir';
 
-export { waitFor, sleep, DEFAULT_TIMEOUT_MS, type Probe } from './waitFor';
+export { waitFor, waitForStill, sleep, DEFAULT_TIMEOUT_MS, type Probe } from './waitFor';
+export { forksSinceBoot } from './machine';
 export {
   Child,
   spawnChild,

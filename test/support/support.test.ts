@@ -12,6 +12,7 @@ import {
   spawnChild,
   stopAllChildren,
   waitFor,
+  waitForStill,
 } from '.';
 
 /** Whether `pid` names a task that has not been reaped (a zombie counts as gone). */
@@ -25,6 +26,25 @@ function alive(pid: number): boolean {
 }
 
 afterAll(cleanupAll);
+
+describe('waitForStill', () => {
+  test('resolves once the value has stayed the same that long, to when it last changed', async () => {
+    let value = 0;
+    const changes = setInterval(() => value++, 10);
+    setTimeout(() => clearInterval(changes), 100);
+    const began = await waitForStill('the value', () => value, 150, 5000);
+    const settledAt = Date.now();
+    expect(value).toBeGreaterThan(2); // it did change before it settled
+    expect(settledAt - began).toBeGreaterThanOrEqual(150);
+  });
+
+  test('a value that never settles times out, naming it and the spell', async () => {
+    let value = 0;
+    await expect(waitForStill('the counter', () => value++, 100, 300)).rejects.toThrow(
+      'timed out after 300 ms waiting for the counter to stay still for 100 ms',
+    );
+  });
+});
 
 describe('waitFor', () => {
   test('resolves to the first answer that is not undefined, null or false', async () => {

@@ -33,6 +33,34 @@ export async function waitFor<T>(
   }
 }
 
+/**
+ * Wait for a quiet spell: until `read` has answered the same value for `stillMs` in a row (a
+ * thread's run count that does not move, a counter of forks that stays put). Resolves to the
+ * Date.now() at which the spell began. Like waitFor, `timeoutMs` bounds the whole wait.
+ */
+export async function waitForStill(
+  what: string,
+  read: () => string | number,
+  stillMs: number,
+  timeoutMs = DEFAULT_TIMEOUT_MS,
+): Promise<number> {
+  let last = read();
+  let since = Date.now();
+  await waitFor(
+    `${what} to stay still for ${stillMs} ms`,
+    () => {
+      const now = read();
+      if (now !== last) {
+        last = now;
+        since = Date.now();
+      }
+      return Date.now() - since >= stillMs;
+    },
+    timeoutMs,
+  );
+  return since;
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
