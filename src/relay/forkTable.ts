@@ -358,7 +358,7 @@ export class ForkTable implements ForkRelayLink {
    * worker attached.
    */
   probeWorker(): void {
-    if (this.attachedWorker && this.doorbellFd >= 0) write(this.doorbellFd, this.one);
+    this.ringDoorbell();
   }
 
   /** The receive worker's thread id, once it has started (0 before). */
@@ -458,8 +458,13 @@ export class ForkTable implements ForkRelayLink {
     for (let i = 0; i < n; i++) order[i] = this.live[n - 1 - i];
     Atomics.store(header, H_COUNT, n);
     const version = Atomics.add(header, H_VERSION, 1) + 1;
-    if (this.attachedWorker && this.doorbellFd >= 0) write(this.doorbellFd, this.one);
+    this.ringDoorbell();
     return version;
+  }
+
+  /** Wake the attached worker's epoll set (nothing to wake without one). */
+  private ringDoorbell(): void {
+    if (this.attachedWorker && this.doorbellFd >= 0) write(this.doorbellFd, this.one);
   }
 
   private release(upTo: number): void {

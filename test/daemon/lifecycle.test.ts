@@ -15,6 +15,7 @@ import {
   spawnChild,
   cleanupAll,
   forksSinceBoot,
+  schedulerRuns,
   waitFor,
   waitForStill,
 } from '../support';
@@ -29,6 +30,14 @@ beforeAll(() => {
 });
 
 afterAll(cleanupAll);
+
+/** The environment of a daemon started outside systemd: nobody listens for sd_notify. */
+function outsideSystemd(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env.NOTIFY_SOCKET;
+  delete env.WATCHDOG_USEC;
+  return env;
+}
 
 /** Runs the daemon expecting it to refuse to start; returns its exit code and stderr lines. */
 async function expectRefusal(
@@ -68,17 +77,20 @@ test('SIGINT (Ctrl-C) also unmounts and exits 0', async () => {
 test('idle outside systemd, the main thread sleeps: seconds on end without a wake-up', async () => {
   // Nobody listens for STATUS= here, so nothing is built for it every 5 s (the main thread's
   // only periodic wake-up of an idle daemon outside systemd).
-  const env = { ...process.env };
-  delete env.NOTIFY_SOCKET;
-  delete env.WATCHDOG_USEC;
-  const d = await Daemon.start(tmp.join('idle'), ['--signal', '40', '--no-state'], env);
+  const d = await Daemon.start(
+    tmp.join('idle'),
+    ['--signal', '40', '--no-state'],
+    outsideSystemd(),
+  );
   try {
-    // The third field of /proc/<pid>/schedstat: how often the task has been given the CPU.
-    const runs = (): number =>
-      Number(fs.readFileSync(`/proc/${d.pid}/schedstat`, 'utf8').trim().split(' ')[2]);
     // Start-up work (a GC some seconds after start, for one) may wake it; after that, 6 s
     // without a wake-up must come within the liveness bound.
-    await waitForStill("the idle daemon's main thread's run count", runs, 6000, 45_000);
+    await waitForStill(
+      "the idle daemon's main thread's run count",
+      () => schedulerRuns(d.pid),
+      6000,
+      45_000,
+    );
   } finally {
     await d.stop('SIGTERM');
   }
@@ -89,27 +101,22 @@ test('idle, the receive worker sleeps too, until a fork comes, and relays that f
     compileFixture('rt_consumer', tmp.path),
     compileFixture('forker', tmp.path),
   ]);
-  const env = { ...process.env };
-  delete env.NOTIFY_SOCKET;
-  delete env.WATCHDOG_USEC;
   const d = await Daemon.start(
     tmp.join('idle-worker'),
     ['--signal', String(RELAY_SIGNAL), '--no-state', '--log-level', 'debug'],
-    env,
+    outsideSystemd(),
   );
   try {
     const tid = Number(
       /thread (\d+)/.exec(await d.waitForLine(/the receive worker is thread \d+/, 'stderr'))?.[1],
     );
-    const workerRuns = (): number =>
-      Number(fs.readFileSync(`/proc/${d.pid}/task/${tid}/schedstat`, 'utf8').trim().split(' ')[2]);
     // Every fork on the machine wakes the worker (it relays them all), so a quiet spell is one
     // with no fork anywhere. The worker's receive timeout (1 s) comes once after the last fork;
     // before this change it came every second for good.
     const workerSleeps = async (what: string): Promise<void> => {
       await waitForStill(
         `${what}: the receive worker's run count and the forks on the machine`,
-        () => `${workerRuns()} ${forksSinceBoot()}`,
+        () => `${schedulerRuns(d.pid, tid)} ${forksSinceBoot()}`,
         4000,
         45_000,
       );

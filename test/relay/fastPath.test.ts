@@ -224,33 +224,37 @@ test('closing the relay and the connector leaves no descriptor behind', async ()
   expect(openFds()).toBe(baseline);
 });
 
-/** What the thread `tid` of this process is blocked in: a system call's name, or its number. */
-function blockedIn(tid: number): string {
+/**
+ * What the thread `tid` of this process is blocked in: a system call's name (or its number) and
+ * its arguments as /proc/<tid>/syscall shows them (hex registers), from one read of that file;
+ * 'running' with none when it is not in a call.
+ */
+function blockedIn(tid: number): { name: string; args: string[] } {
   const text = fs.readFileSync(`/proc/self/task/${tid}/syscall`, 'utf8').trim();
-  if (text === 'running') return text;
+  if (text === 'running') return { name: text, args: [] };
   // Numbers from arch/x86/entry/syscalls/syscall_64.tbl and include/uapi/asm-generic/unistd.h.
   const names: Record<string, Record<number, string>> = {
     x64: { 45: 'recvfrom', 232: 'epoll_wait', 281: 'epoll_pwait', 299: 'recvmmsg' },
     arm64: { 207: 'recvfrom', 22: 'epoll_pwait', 243: 'recvmmsg' },
   };
-  const nr = Number(text.split(' ')[0]);
-  return names[process.arch]?.[nr] ?? `syscall ${nr}`;
+  const [nr, ...args] = text.split(' ');
+  return { name: names[process.arch]?.[Number(nr)] ?? `syscall ${nr}`, args };
 }
 
 /** Blocked in the fast path's receive: recv (recvfrom), or recvmmsg. */
 function receiving(tid: number): boolean {
-  return /^(recvfrom|recvmmsg)$/.test(blockedIn(tid));
+  return /^(recvfrom|recvmmsg)$/.test(blockedIn(tid).name);
 }
 
 /**
  * The timeout (ms) of the epoll_wait the thread `tid` of this process is blocked in, or undefined
- * if it is not in one. /proc/<tid>/syscall gives the call's number and arguments; the timeout is
- * the fourth (epoll_wait and epoll_pwait alike), an int: the low 32 bits of the register.
+ * if it is not in one: the call's fourth argument (epoll_wait and epoll_pwait alike), an int, the
+ * low 32 bits of its register.
  */
 function epollTimeout(tid: number): number | undefined {
-  if (!/^epoll_p?wait$/.test(blockedIn(tid))) return undefined;
-  const text = fs.readFileSync(`/proc/self/task/${tid}/syscall`, 'utf8').trim();
-  return Number(BigInt(text.split(' ')[4]) & 0xffffffffn) | 0;
+  const { name, args } = blockedIn(tid);
+  if (!/^epoll_p?wait$/.test(name)) return undefined;
+  return Number(BigInt(args[3]) & 0xffffffffn) | 0;
 }
 
 /** Asleep as an idle worker sleeps (waitWhileIdle): in epoll_wait with no timeout. */

@@ -1,4 +1,4 @@
-/** What the kernel says about the whole machine, for tests that need it quiet. */
+/** What the kernel says about the whole machine and its tasks, for tests that need it quiet. */
 import fs from 'node:fs';
 
 /**
@@ -9,4 +9,12 @@ export function forksSinceBoot(): number {
   const match = /^processes (\d+)$/m.exec(fs.readFileSync('/proc/stat', 'utf8'));
   if (match === null) throw new Error('/proc/stat has no "processes" line');
   return Number(match[1]);
+}
+
+/**
+ * How often task `tid` of process `pid` has been given a CPU (/proc/<pid>/task/<tid>/schedstat,
+ * third field): it stays put only while the task sleeps. `tid` defaults to the main thread.
+ */
+export function schedulerRuns(pid: number, tid = pid): number {
+  return Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').trim().split(' ')[2]);
 }
