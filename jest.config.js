@@ -11,6 +11,7 @@ const UNIT = [
   '<rootDir>/test/log.test.ts',
   '<rootDir>/test/netlink/cnProcStructs.test.ts',
   '<rootDir>/test/netlink/housekeepingTick.test.ts',
+  '<rootDir>/test/netlink/catchUpPriority.test.ts',
   '<rootDir>/test/netlink/userNamespace.test.ts',
   '<rootDir>/test/bench/goals.test.ts',
   '<rootDir>/test/relay/patchRules.test.ts',

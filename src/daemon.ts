@@ -45,6 +45,11 @@ export interface DaemonOptions {
   /** The proc connector socket's receive buffer; the library's default when undefined. */
   receiveBufferBytes?: number;
   /**
+   * The receive worker's nice value while it is behind the kernel (src/netlink/catchUpPriority.ts);
+   * undefined: never raised. The CLI's default is DEFAULT_CATCH_UP_NICE.
+   */
+  catchUpNice?: number;
+  /**
    * Keep the FUSE connection in systemd's fd store (FileDescriptorStoreMax= >= 1), so that a
    * restart or a crash keeps the mount and the next start serves it on.
    */
@@ -175,6 +180,7 @@ class Daemon {
       events: ['fork'],
       receiveBufferBytes: options.receiveBufferBytes,
       relay: relay.link,
+      catchUpNice: options.catchUpNice,
     });
     this.connector = connector;
     let droppedBefore = 0;
@@ -220,6 +226,7 @@ class Daemon {
       );
     }
     this.checkReceiveBuffer(connector);
+    this.reportCatchUp(connector);
     this.restoreState(relay);
 
     const tree = new AttributeFs(options.mountpoint, {
@@ -287,6 +294,20 @@ class Daemon {
     if ((await this.fdStore.stop(tree)) === 'left') this.mounted = false;
   }
 
+  /** Say whether the receive worker can raise its priority when it falls behind. */
+  private reportCatchUp(connector: ProcConnector): void {
+    const probe = connector.catchUp;
+    if (probe?.kind === 'ready') {
+      this.log.debug(
+        `the receive worker runs at nice ${probe.nice} while it is behind the kernel (its own: ${probe.base})`,
+      );
+    } else if (probe?.kind === 'refused') {
+      this.log.warn(
+        `cannot raise the receive worker to nice ${probe.nice} when it falls behind (setpriority: ${probe.code}): under a fork storm it catches up at nice ${probe.base}, more slowly; give the daemon CAP_SYS_NICE, or pass --catch-up-nice off`,
+      );
+    }
+  }
+
   /** The counters of the `stats` file. */
   private stats(): DaemonStats {
     const c = this.relay?.counters;
@@ -309,6 +330,7 @@ class Daemon {
       forks_recovered: c?.forksRecovered ?? 0,
       forks_unrecoverable: c?.forksUnrecoverable ?? 0,
       state_file_writes: this.stateFile?.writes ?? 0,
+      catch_ups: n?.catchUps ?? 0,
     };
   }
 

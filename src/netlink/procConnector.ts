@@ -27,7 +27,13 @@ import type { ForkRelayLink } from '../relay/forkTable';
 import { PROC_EVENT_FORK, parseDatagram, type CnProcSink } from './cnProcStructs';
 import { ProcConnectorError, noEventsError, toProcConnectorError } from './errors';
 import { PROC_EVENT_KINDS, type ProcEvent, type ProcEventKind } from './events';
-import { CONTROL_FORWARD, CONTROL_INTS, type ReceiveWorkerMessage } from './receiveWorker';
+import { type CatchUpProbe, NICE_MAX, NICE_MIN } from './catchUpPriority';
+import {
+  CONTROL_CATCH_UPS,
+  CONTROL_FORWARD,
+  CONTROL_INTS,
+  type ReceiveWorkerMessage,
+} from './receiveWorker';
 import { closeSocket, openProcConnectorSocket, readSocketDrops, sendMcastRequest } from './socket';
 import { SubscriptionHandshake, type HandshakeHost, type SubscriptionMode } from './subscription';
 import { ReceiveWorkerHost, forEachFrame } from './workerHost';
@@ -62,6 +68,11 @@ export interface ProcConnectorOptions {
    * selfTest()); `counters.received` counts only those.
    */
   relay?: ForkRelayLink;
+  /**
+   * With a relay: the receive worker's nice value while its fast path is behind the kernel
+   * (catchUpPriority.ts), -20 to 19; undefined (the default): never raised.
+   */
+  catchUpNice?: number;
 }
 
 /** Cumulative loss, as of an ENOBUFS (or close()). */
@@ -83,6 +94,8 @@ export interface ProcConnectorCounters extends LossNotice {
   sequenceGaps: number;
   /** Datagrams or messages the parser could not read. */
   malformed: number;
+  /** Times the relay's receive worker raised its priority to catch up (catchUpPriority.ts). */
+  catchUps: number;
 }
 
 export type ProcConnectorEvents = {
@@ -112,6 +125,8 @@ function emptyReceived(): Record<ProcEventKind, number> {
 export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
   private readonly wanted: Record<ProcEventKind, boolean>;
   private readonly receiveBufferRequest: number;
+  private readonly catchUpNice: number | undefined;
+  private catchUpProbe: CatchUpProbe | undefined;
   private readonly ackTimeoutMs: number;
   /** The subscription handshake (./subscription.ts), talking to the kernel through us. */
   private readonly handshake: SubscriptionHandshake;
@@ -193,6 +208,14 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
       receiveBufferBytes: rcvbuf,
     });
     this.relayLink = options.relay;
+    const nice = options.catchUpNice;
+    if (nice !== undefined && !(Number.isInteger(nice) && nice >= NICE_MIN && nice <= NICE_MAX)) {
+      throw new ProcConnectorError(
+        'EINVAL',
+        `ProcConnector: catchUpNice must be an integer from ${NICE_MIN} to ${NICE_MAX}`,
+      );
+    }
+    this.catchUpNice = nice;
     this.updateForwarding();
     // 'newListener' and 'removeListener' are EventEmitter's own events, outside our event map.
     const emitter = this as EventEmitter;
@@ -217,7 +240,13 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
       dropped: this.dropped,
       sequenceGaps: this.sequenceGaps,
       malformed: this.malformed,
+      catchUps: Atomics.load(this.control, CONTROL_CATCH_UPS),
     };
+  }
+
+  /** What the receive worker found of its catch-up priority at start, once open() has begun it. */
+  get catchUp(): CatchUpProbe | undefined {
+    return this.catchUpProbe;
   }
 
   /** How the kernel was subscribed, once open() has succeeded. */
@@ -333,6 +362,7 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
       fd: this.fd,
       control: this.control.buffer as SharedArrayBuffer,
       relay: this.relayLink,
+      catchUpNice: this.catchUpNice,
       // Looked up at each message, so that a test can wrap onWorkerMessage.
       onMessage: (msg) => this.onWorkerMessage(msg),
       onFailure: (message, cause) => {
@@ -340,7 +370,7 @@ export class ProcConnector extends EventEmitter<ProcConnectorEvents> {
       },
     });
     this.undo.push({ name: 'stop worker', run: () => host.stop() });
-    await host.start();
+    this.catchUpProbe = await host.start();
 
     // From here on the kernel may count us as a listener: undo with IGNORE whatever we asked.
     this.undo.push({

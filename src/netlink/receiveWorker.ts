@@ -49,6 +49,7 @@ import {
   epollCreate1,
   epollCtl,
   epollWait,
+  gettid,
   poll,
   read,
   recvInto,
@@ -58,6 +59,7 @@ import {
   writeOrErrno,
 } from '../native/libc';
 import { EPOLL_EVENT, POLLFD } from '../native/structs';
+import { CatchUpPriority, type CatchUpProbe, setThreadNice, threadNice } from './catchUpPriority';
 import {
   EPOLL_TAG_DOORBELL,
   EPOLL_TAG_SOCKET,
@@ -95,6 +97,8 @@ export interface ReceiveWorkerData {
   control: SharedArrayBuffer;
   /** The relay's fast path, if any. */
   relay?: ForkRelayWorkerData;
+  /** The fast path's nice value while behind (catchUpPriority.ts), or undefined for none. */
+  catchUpNice?: number;
 }
 
 const RECEIVE_WORKER_ROLE = 'relayfork-netlink-receive';
@@ -110,11 +114,13 @@ const CONTROL_FORWARD = 0;
  * (ReceiveWorkerHost.stop() also wakes it with a datagram, socket.ts wakeReader).
  */
 const CONTROL_STOP = 1;
-const CONTROL_INTS = 2;
+/** Index of the catch-up count: how many times the worker raised its priority (CatchUpPriority). */
+const CONTROL_CATCH_UPS = 2;
+const CONTROL_INTS = 3;
 
 /** Messages from the worker to the main thread. */
 export type ReceiveWorkerMessage =
-  | { type: 'ready' }
+  | { type: 'ready'; catchUp: CatchUpProbe }
   | { type: 'batch'; buffer: ArrayBuffer }
   | { type: 'loss'; overruns: number; dropped: number }
   | { type: 'relay'; notice: ForkRelayNotice }
@@ -261,6 +267,7 @@ export {
   RECEIVE_WORKER_ROLE,
   CONTROL_FORWARD,
   CONTROL_STOP,
+  CONTROL_CATCH_UPS,
   CONTROL_INTS,
   FRAME_HEADER_BYTES,
   MAX_DATAGRAM_BYTES,
@@ -344,6 +351,19 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
   let behind = false;
   /** recv calls since the last recvmmsg, while not behind. */
   let receivesSinceProbe = 0;
+  const tid = gettid();
+  const ownNice = threadNice(tid);
+  /** The worker's priority while the fast path is behind (only with a relay: the fast path). */
+  const catchUp = new CatchUpPriority(
+    tid,
+    data.relay !== undefined ? data.catchUpNice : undefined,
+    ownNice,
+    RECEIVE_SLOTS,
+    setThreadNice,
+    control.subarray(CONTROL_CATCH_UPS, CONTROL_CATCH_UPS + 1),
+  );
+  /** The warm-up's: never raised (its bursts are ours, and the thread's priority is real). */
+  const noCatchUp = new CatchUpPriority(tid, undefined, ownNice, RECEIVE_SLOTS, setThreadNice);
 
   /**
    * Relay the datagram of `n` bytes at int `at` of the slots if it is a fork, and count it and
@@ -480,7 +500,12 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
    * the C relay 55. `socket` and `flags` are the proc connector socket and the shared control
    * flags, except in the warm-up (warmUpFastPath), which runs this same code on its own.
    */
-  const relayUntilHouseKeeping = (socket: number, relay: ForkSender, flags: Int32Array): number => {
+  const relayUntilHouseKeeping = (
+    socket: number,
+    relay: ForkSender,
+    flags: Int32Array,
+    priority: CatchUpPriority,
+  ): number => {
     work = 0;
     for (;;) {
       let got: number;
@@ -490,6 +515,7 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
         receivesSinceProbe = 0;
         got = slots.receive(socket, MSG_WAITFORONE | MSG_TRUNC);
         behind = got > 1;
+        priority.afterBatch(got);
         first = got > 0 ? slots.lengthOf(0) : 0;
       } else {
         first = recvInto(socket, rx, MSG_TRUNC);
@@ -585,7 +611,7 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
         }
         // Now and then a change of the set, which onFork takes up before its sends.
         if (burst % WARM_UP_BURSTS.length === 0) warm.republish();
-        while (relayUntilHouseKeeping(reader, warm.sender, quiet) > 0);
+        while (relayUntilHouseKeeping(reader, warm.sender, quiet, noCatchUp) > 0);
       }
       const { forksSeen, signalsSent } = warm.totals();
       return { forks: forksSeen, sent: signalsSent, ms: performance.now() - started };
@@ -615,7 +641,8 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
         notice: { kind: 'warmedUp', ...report },
       } satisfies ReceiveWorkerMessage);
     }
-    port.postMessage({ type: 'ready' } satisfies ReceiveWorkerMessage);
+    const probe = catchUp.probe();
+    port.postMessage({ type: 'ready', catchUp: probe } satisfies ReceiveWorkerMessage);
     let lastFlushMs = 0;
     let stop = false;
     while (!stop) {
@@ -628,7 +655,9 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
         // does, the worker made 3.2 system calls per fork and cost 2.5x the C relay's CPU).
         // After a loss the slow path takes over until the queue has emptied, which is when the
         // kernel stops counting drops: it posts the final count once, as without a relay.
-        const got = relayUntilHouseKeeping(fd, sender, control);
+        const got = relayUntilHouseKeeping(fd, sender, control, catchUp);
+        // A quiet second: caught up long ago (a last batch of two or more left it raised).
+        if (got === -Errno.EAGAIN) catchUp.lower();
         if (got === -Errno.ENOBUFS) overrun();
         if (Atomics.load(control, CONTROL_STOP) !== 0) break;
         stop = houseKeep();
@@ -636,6 +665,8 @@ export function runReceiveLoop(data: ReceiveWorkerData, port: MessagePort): void
         continue;
       }
       drain();
+      // The queue is empty: caught up (after a loss the slow path drains at the raised priority).
+      catchUp.lower();
       if (
         sender === undefined &&
         used > 0 &&

@@ -22,6 +22,7 @@ import {
   type ReceiveWorkerData,
   type ReceiveWorkerMessage,
 } from './receiveWorker';
+import type { CatchUpProbe } from './catchUpPriority';
 import { wakeReader } from './socket';
 
 /** The receive worker module beside this file (started by src/native/workerThread.ts). */
@@ -33,6 +34,8 @@ export interface WorkerHostOptions {
   /** Shared control words (receiveWorker.ts CONTROL_*). */
   control: SharedArrayBuffer;
   relay: ForkRelayLink | undefined;
+  /** The fast path's nice value while it is behind (catchUpPriority.ts); undefined: none. */
+  catchUpNice: number | undefined;
   /** Every message but 'ready', in order. */
   onMessage(message: ReceiveWorkerMessage): void;
   /** The worker failed or exited while it should be running. */
@@ -50,12 +53,15 @@ export class ReceiveWorkerHost {
     this.control = new Int32Array(options.control);
   }
 
-  /** Start the worker; resolves once it reads the socket. Call stop() even if this rejects. */
-  start(): Promise<void> {
+  /**
+   * Start the worker; resolves once it reads the socket, with what it found of its catch-up
+   * priority. Call stop() even if this rejects.
+   */
+  start(): Promise<CatchUpProbe> {
     const { options } = this;
     this.stopFd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     Atomics.store(this.control, CONTROL_STOP, 0);
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<CatchUpProbe>((resolve, reject) => {
       const relay = options.relay;
       const data: ReceiveWorkerData = {
         role: RECEIVE_WORKER_ROLE,
@@ -64,6 +70,7 @@ export class ReceiveWorkerHost {
         batchBytes: DEFAULT_BATCH_BYTES,
         control: options.control,
         relay: relay?.workerData(),
+        catchUpNice: options.catchUpNice,
       };
       const worker = startWorker(WORKER_ENTRY, data);
       relay?.attached();
@@ -73,7 +80,7 @@ export class ReceiveWorkerHost {
         if (msg.type === 'ready') {
           ready = true;
           this.running = true;
-          resolve();
+          resolve(msg.catchUp);
         } else options.onMessage(msg);
       });
       worker.on('error', (err) => {

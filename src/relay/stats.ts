@@ -33,6 +33,8 @@ export interface DaemonStats {
   forks_recovered: number;
   forks_unrecoverable: number;
   state_file_writes: number;
+  /** Times the receive worker fell behind the kernel and raised its priority to catch up. */
+  catch_ups: number;
 }
 
 /** The names in file order (the order of DaemonStats). */
@@ -54,6 +56,7 @@ export const STATS_NAMES: readonly (keyof DaemonStats)[] = [
   'forks_recovered',
   'forks_unrecoverable',
   'state_file_writes',
+  'catch_ups',
 ];
 
 /**

@@ -24,8 +24,11 @@ const SYSTEMD_ENV = path.join(SHARED_TOOLS, 'systemd-env.sh');
 const CT_PROJECT = '/opt/relayfork';
 const CT_TEST = '/opt/relayfork-test';
 const CT_NPM = '/usr/lib/node_modules/npm/bin/npm-cli.js';
-/** CAP_KILL (5) | CAP_NET_ADMIN (12) | CAP_SYS_ADMIN (21), include/uapi/linux/capability.h. */
-const UNIT_CAPS = ((1 << 5) | (1 << 12) | (1 << 21)).toString(16).padStart(16, '0');
+/**
+ * CAP_KILL (5) | CAP_NET_ADMIN (12) | CAP_SYS_ADMIN (21) | CAP_SYS_NICE (23),
+ * include/uapi/linux/capability.h.
+ */
+const UNIT_CAPS = ((1 << 5) | (1 << 12) | (1 << 21) | (1 << 23)).toString(16).padStart(16, '0');
 
 let tmp: string;
 let env: NodeJS.ProcessEnv;
@@ -232,7 +235,7 @@ describe('a probe with the unit sandbox', () => {
     await timed('probe start', () => inContainer('systemctl', 'start', 'relayfork-probe'));
     const first = await show('relayfork-probe', 'ActiveState', 'StatusText', 'MainPID');
     expect(first.ActiveState).toBe('active');
-    expect(first.StatusText).toBe(`capeff=${UNIT_CAPS} kill=ok fuse=ok netlink=ok`);
+    expect(first.StatusText).toBe(`capeff=${UNIT_CAPS} kill=ok fuse=ok netlink=ok nice=ok`);
     // The service shares PID 1's mount namespace: its FUSE mount is everyone's.
     const ns = await inContainer('readlink', `/proc/${first.MainPID}/ns/mnt`, '/proc/1/ns/mnt');
     const [own, pid1] = ns.trim().split('\n');

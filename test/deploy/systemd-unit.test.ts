@@ -77,6 +77,7 @@ test('the unit is Type=notify with the watchdog, restart policy and capabilities
     'CAP_KILL',
     'CAP_NET_ADMIN',
     'CAP_SYS_ADMIN',
+    'CAP_SYS_NICE',
   ]);
   expect(settings.get('DeviceAllow')).toBe('/dev/fuse rw');
   // Any of these would give the service a mount namespace of its own, from which the FUSE
