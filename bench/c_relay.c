@@ -5,9 +5,15 @@
  * then recv()s one datagram at a time and calls pidfd_send_signal for each registrant with the
  * patch's siginfo (SI_ASYNCIO, si_pid = parent, or the thread's tgid for a new thread,
  * si_value = child). Registrants are given as pids; SIGTERM/SIGINT ends it and prints
- * "sent N lost N failed N forks N overruns N".
+ * "sent N lost N failed N forks N overruns N catch_ups N".
  *
- *   c_relay SIGNAL PID...
+ * With CATCH_UP_NICE set in its environment it follows relayfork's catch-up priority
+ * (src/netlink/catchUpPriority.ts) the same way: once in 16 receives, and on every call while
+ * behind, it reads with recvmmsg (up to 32, MSG_WAITFORONE); a full batch raises the thread to
+ * that nice value, a batch of one at most lowers it to its own. So the bench compares like with
+ * like: the same policy, in the least code.
+ *
+ *   [CATCH_UP_NICE=n] c_relay SIGNAL PID...
  * Prints "ready" once subscribed.
  */
 #define _GNU_SOURCE
@@ -19,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -26,6 +33,9 @@
 #ifndef PIDFD_THREAD
 #define PIDFD_THREAD 0200
 #endif
+
+#define SLOTS 32
+#define PROBE_EVERY 16
 
 static volatile sig_atomic_t stop;
 static void on_stop(int sig) { (void)sig; stop = 1; }
@@ -76,33 +86,65 @@ int main(int argc, char **argv) {
   memset(&info, 0, sizeof info);
   info.si_signo = sig;
   info.si_code = SI_ASYNCIO;
-  unsigned long sent = 0, lost = 0, failed = 0, forks = 0, overruns = 0;
-  char buf[4096] __attribute__((aligned(8)));
+  unsigned long sent = 0, lost = 0, failed = 0, forks = 0, overruns = 0, catch_ups = 0;
+  const char *catch_up = getenv("CATCH_UP_NICE");
+  int own_nice = getpriority(PRIO_PROCESS, 0), raise_to = catch_up ? atoi(catch_up) : own_nice;
+  int raised = 0, behind = 0, since_probe = 0;
+  static char bufs[SLOTS][4096] __attribute__((aligned(8)));
+  struct iovec iov[SLOTS];
+  struct mmsghdr msgs[SLOTS];
+  memset(msgs, 0, sizeof msgs);
+  for (int i = 0; i < SLOTS; i++) {
+    iov[i].iov_base = bufs[i];
+    iov[i].iov_len = sizeof bufs[i];
+    msgs[i].msg_hdr.msg_iov = &iov[i];
+    msgs[i].msg_hdr.msg_iovlen = 1;
+  }
   while (!stop) {
-    ssize_t len = recv(fd, buf, sizeof buf, 0);
-    if (len < 0) {
+    int got;
+    if (raise_to < own_nice && (behind || ++since_probe >= PROBE_EVERY)) {
+      since_probe = 0;
+      got = recvmmsg(fd, msgs, SLOTS, MSG_WAITFORONE, NULL);
+      behind = got > 1;
+      if (got >= SLOTS && !raised && setpriority(PRIO_PROCESS, 0, raise_to) == 0) {
+        raised = 1;
+        catch_ups++;
+      } else if (got >= 0 && got <= 1 && raised) {
+        setpriority(PRIO_PROCESS, 0, own_nice);
+        raised = 0;
+      }
+    } else {
+      ssize_t len = recv(fd, bufs[0], sizeof bufs[0], 0);
+      got = len < 0 ? -1 : 1;
+      msgs[0].msg_len = (unsigned)len;
+    }
+    if (got < 0) {
       if (errno == ENOBUFS) overruns++;
       continue;
     }
-    struct nlmsghdr *nl = (struct nlmsghdr *)buf;
-    struct cn_msg *cn = NLMSG_DATA(nl);
-    struct proc_event *ev = (struct proc_event *)cn->data;
-    /* nlmsghdr 16 + cn_msg 20 + proc_event header 16 + fork_proc_event 16 */
-    if (len < 68 || nl->nlmsg_type != NLMSG_DONE ||
-        cn->id.idx != CN_IDX_PROC || ev->what != PROC_EVENT_FORK)
-      continue;
-    forks++;
-    int child = ev->event_data.fork.child_pid;
-    int tgid = ev->event_data.fork.child_tgid;
-    info.si_pid = child == tgid ? ev->event_data.fork.parent_pid : tgid;
-    info.si_value.sival_int = child;
-    for (int i = n - 1; i >= 0; i--) {
-      if (syscall(SYS_pidfd_send_signal, pidfds[i], sig, &info, 0) == 0) sent++;
-      else if (errno == EAGAIN) lost++;
-      else failed++;
+    for (int m = 0; m < got; m++) {
+      char *buf = bufs[m];
+      ssize_t len = msgs[m].msg_len;
+      struct nlmsghdr *nl = (struct nlmsghdr *)buf;
+      struct cn_msg *cn = NLMSG_DATA(nl);
+      struct proc_event *ev = (struct proc_event *)cn->data;
+      /* nlmsghdr 16 + cn_msg 20 + proc_event header 16 + fork_proc_event 16 */
+      if (len < 68 || nl->nlmsg_type != NLMSG_DONE ||
+          cn->id.idx != CN_IDX_PROC || ev->what != PROC_EVENT_FORK)
+        continue;
+      forks++;
+      int child = ev->event_data.fork.child_pid;
+      int tgid = ev->event_data.fork.child_tgid;
+      info.si_pid = child == tgid ? ev->event_data.fork.parent_pid : tgid;
+      info.si_value.sival_int = child;
+      for (int i = n - 1; i >= 0; i--) {
+        if (syscall(SYS_pidfd_send_signal, pidfds[i], sig, &info, 0) == 0) sent++;
+        else if (errno == EAGAIN) lost++;
+        else failed++;
+      }
     }
   }
-  printf("sent %lu lost %lu failed %lu forks %lu overruns %lu\n", sent, lost, failed, forks,
-         overruns);
+  printf("sent %lu lost %lu failed %lu forks %lu overruns %lu catch_ups %lu\n", sent, lost, failed,
+         forks, overruns, catch_ups);
   return 0;
 }

@@ -27,6 +27,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { DEFAULT_CATCH_UP_NICE } from '../src/netlink/catchUpPriority';
 import { NotifyListener } from '../test/deploy/notifyListener';
 import {
   CLI,
@@ -333,10 +334,12 @@ async function startCondition(
       await startConsumers(relay.processesPath);
     } else if (condition === 'c-relay') {
       await startConsumers(undefined);
-      const c = startChild(bins.c_relay, [
-        String(SIGNAL),
-        ...consumers.map((x) => String(x.child.pid)),
-      ]);
+      // relayfork's catch-up priority, the same policy at the same nice value: like with like.
+      const c = startChild(
+        bins.c_relay,
+        [String(SIGNAL), ...consumers.map((x) => String(x.child.pid))],
+        { ...process.env, CATCH_UP_NICE: String(DEFAULT_CATCH_UP_NICE) },
+      );
       relay = {
         pid: c.pid,
         processesPath: undefined,

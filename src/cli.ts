@@ -9,7 +9,7 @@ import path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './log';
 import { ignoreSignal, SIGUSR1 } from './native/libc';
-import { NICE_MAX, NICE_MIN } from './netlink/catchUpPriority';
+import { DEFAULT_CATCH_UP_NICE, NICE_MAX, NICE_MIN } from './netlink/catchUpPriority';
 import { DEFAULT_RECEIVE_BUFFER_BYTES } from './netlink/procConnector';
 import { RECEIVE_SLOTS } from './netlink/receiveWorker';
 import { DEFAULT_STATE_FILE } from './relay/stateFile';
@@ -24,12 +24,6 @@ function integerOption(min: number, max: number, what: string) {
     return n;
   };
 }
-
-/**
- * --catch-up-nice's default: strong enough, measured, for the worker to keep up with a
- * 100,000-thread storm relayed to 10 registrants on 2 cores (-5 was not: p99 0.14 s).
- */
-export const DEFAULT_CATCH_UP_NICE = -10;
 
 /** --catch-up-nice: a nice value from -20 to 19, or off. */
 function catchUpNiceOption(value: string): number | 'off' {

@@ -99,7 +99,7 @@ test('a refused probe turns catching up off: the fast path never retries', () =>
 });
 
 test('a raise refused later (the capability dropped) is not counted and not retried', () => {
-  let refuse: string | undefined;
+  let refuse: string | undefined = undefined;
   const calls: number[] = [];
   const p = new CatchUpPriority(TID, -10, 0, FULL, (_tid, nice) => {
     calls.push(nice);
