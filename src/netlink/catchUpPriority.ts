@@ -6,13 +6,13 @@
  * machine it gets the same share of the CPU as each of them: a storm that makes events faster
  * than that share relays them leaves a backlog in the socket. Measured (Node 20, Linux 6.18.44,
  * 2 cores, 100,000 thread creations, 10 registrants, each at nice 0): the median signal came
- * 1.8 s after its thread (C relay) and 2.1-2.7 s (relayfork), seconds in which a longer storm
- * fills the 32 MiB receive buffer and events are lost. With the receive worker at nice -10 while
- * it is behind: 1.5-1.6 ms, p99 8-12 ms. A relay that keeps up gains nothing from a higher
- * priority and would only preempt the forking tasks more often (a process storm, 1 registrant:
- * its wall time +4% with the worker at nice -10 throughout), so the worker is raised only while
- * it is behind and back to its own nice value as soon as it has caught up. Precedent: auditd's
- * priority_boost, forkstat's -r.
+ * 0.3-2.0 s after its thread (C relay) and 0.5-2.8 s (relayfork), in which a longer storm fills
+ * the 32 MiB receive buffer and events are lost. With the receive worker at nice -10 while it is
+ * behind: 1.5-2.1 ms, p99 6-12 ms, and no more CPU per event. A relay that keeps up gains nothing
+ * from a higher priority and would only preempt the forking tasks more often (a process storm, 1
+ * registrant: its wall time +4% with the worker at nice -10 throughout), so the worker is raised
+ * only while it is behind and back to its own nice value as soon as it has caught up. Precedent:
+ * auditd's priority_boost, forkstat's -r.
  *
  * Behind means a recvmmsg of the fast path found a full batch (RECEIVE_SLOTS datagrams or more
  * were queued); caught up means one found at most one, or the socket was found empty (a quiet
