@@ -39,13 +39,15 @@ afterAll(async () => {
   await cleanupAll();
 });
 
-function readStat(d: Daemon, name: string): number {
-  const line = fs
-    .readFileSync(`${d.mountpoint}/stats`, 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith(`${name} `));
-  if (line === undefined) throw new Error(`no ${name} in ${d.mountpoint}/stats`);
-  return Number(line.split(' ')[1]);
+/** A daemon at `--log-level debug` (it names its receive worker's thread), with `extra` options. */
+function startDaemon(name: string, extra: string[] = []): Promise<Daemon> {
+  return Daemon.start(tmp.join(name), [
+    '--signal',
+    String(RELAY_SIGNAL),
+    '--log-level',
+    'debug',
+    ...extra,
+  ]);
 }
 
 /** The receive worker's thread id, from the daemon's debug log. */
@@ -81,23 +83,18 @@ async function stormWhileStopped(d: Daemon): Promise<void> {
 }
 
 test('behind a storm the worker is raised, and back at its own nice value once caught up', async () => {
-  const d = await Daemon.start(tmp.join('raised'), [
-    '--signal',
-    String(RELAY_SIGNAL),
-    '--log-level',
-    'debug',
-  ]);
+  const d = await startDaemon('raised');
   await d.waitForLine(
     /the receive worker runs at nice -10 while it is behind the kernel \(its own: 0\)/,
     'stderr',
   );
   const tid = await workerTid(d);
   expect(threadNice(d.pid, tid)).toBe(0);
-  expect(readStat(d, 'catch_ups')).toBe(0);
+  expect(d.stat('catch_ups')).toBe(0);
 
   await stormWhileStopped(d);
   // Counted only after a setpriority(2) that succeeded.
-  expect(readStat(d, 'catch_ups')).toBeGreaterThan(0);
+  expect(d.stat('catch_ups')).toBeGreaterThan(0);
   // Lowered at the first batch of one, or at the latest after a quiet second.
   await waitFor(`the worker (thread ${tid}) back at nice 0`, () =>
     threadNice(d.pid, tid) === 0 ? true : undefined,
@@ -107,17 +104,10 @@ test('behind a storm the worker is raised, and back at its own nice value once c
 });
 
 test('--catch-up-nice off: the same backlog, and the worker is never raised', async () => {
-  const d = await Daemon.start(tmp.join('off'), [
-    '--signal',
-    String(RELAY_SIGNAL),
-    '--log-level',
-    'debug',
-    '--catch-up-nice',
-    'off',
-  ]);
+  const d = await startDaemon('off', ['--catch-up-nice', 'off']);
   const tid = await workerTid(d);
   await stormWhileStopped(d);
-  expect(readStat(d, 'catch_ups')).toBe(0);
+  expect(d.stat('catch_ups')).toBe(0);
   expect(threadNice(d.pid, tid)).toBe(0);
   expect(d.stderr.filter((l) => /while it is behind the kernel/.test(l))).toEqual([]);
 });

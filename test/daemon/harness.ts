@@ -65,6 +65,16 @@ export class Daemon extends Child {
     return path.join(this.mountpoint, name);
   }
 
+  /** One daemon-wide counter of the `stats` file; throws if the file does not have it. */
+  stat(name: string): number {
+    const line = fs
+      .readFileSync(path.join(this.mountpoint, 'stats'), 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith(`${name} `));
+    if (line === undefined) throw new Error(`no ${name} in ${this.mountpoint}/stats`);
+    return Number(line.split(' ')[1]);
+  }
+
   /** The ids `processes` lists. */
   listed(): number[] {
     return fs

@@ -4,7 +4,6 @@
  * alive; once the daemon runs again it sees the overrun, scans /proc and relays a late fork for
  * every surviving child, each exactly once.
  */
-import fs from 'node:fs';
 import { TempDir, compileFixture, parseSignals, spawnChild, waitFor, cleanupAll } from '../support';
 import { Daemon, RELAY_SIGNAL, consumerArgs, requireRootAndBuild } from './harness';
 
@@ -23,14 +22,6 @@ afterAll(async () => {
   if (daemon?.running) process.kill(daemon.pid, 'SIGCONT');
   await cleanupAll();
 });
-
-function readStat(name: string): number {
-  const line = fs
-    .readFileSync(`${daemon!.mountpoint}/stats`, 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith(`${name} `));
-  return Number(line?.split(' ')[1]);
-}
 
 test('every surviving child of a forker whose forks were lost is relayed late, once', async () => {
   const [consumerBin, threadsBin] = await Promise.all([
@@ -75,9 +66,9 @@ test('every surviving child of a forker whose forks were lost is relayed late, o
       expect(forThis[0].pid).toBe(forker.pid); // the parent, from /proc/<pid>/stat
     }
     expect(d.stderr.some((l) => /the proc connector socket overflowed/.test(l))).toBe(true);
-    expect(readStat('netlink_overruns')).toBeGreaterThan(0);
-    expect(readStat('forks_recovered')).toBeGreaterThanOrEqual(20);
-    expect(readStat('forks_unrecoverable')).toBeGreaterThan(0); // the storm's threads, gone
+    expect(d.stat('netlink_overruns')).toBeGreaterThan(0);
+    expect(d.stat('forks_recovered')).toBeGreaterThanOrEqual(20);
+    expect(d.stat('forks_unrecoverable')).toBeGreaterThan(0); // the storm's threads, gone
   } finally {
     process.kill(d.pid, 'SIGCONT');
   }
