@@ -69,12 +69,11 @@ export type CatchUpProbe =
 export class CatchUpPriority {
   private raised = false;
   private enabled: boolean;
-  private raises = 0;
 
   /**
    * `nice`: the worker's nice value while behind, or undefined for none; `base`: the thread's
-   * own; `fullBatch`: a recvmmsg that reads this many or more means behind; `shared`, if given:
-   * an Int32Array whose first element counts the raises too, for another thread to read.
+   * own; `fullBatch`: a recvmmsg that reads this many or more means behind; `raises`: its first
+   * element counts the raises (a view of shared memory, for the main thread to read).
    */
   constructor(
     private readonly tid: number,
@@ -82,14 +81,14 @@ export class CatchUpPriority {
     private readonly base: number,
     private readonly fullBatch: number,
     private readonly setNice: SetThreadNice,
-    private readonly shared?: Int32Array,
+    private readonly raises: Int32Array = new Int32Array(1),
   ) {
     this.enabled = nice !== undefined && nice < base;
   }
 
   /** How many times the worker was raised: the episodes in which it was behind. */
   get catchUps(): number {
-    return this.raises;
+    return Atomics.load(this.raises, 0);
   }
 
   /** Whether the thread runs at the catch-up priority now. */
@@ -135,7 +134,6 @@ export class CatchUpPriority {
       return;
     }
     this.raised = true;
-    this.raises++;
-    if (this.shared !== undefined) Atomics.add(this.shared, 0, 1);
+    Atomics.add(this.raises, 0, 1);
   }
 }

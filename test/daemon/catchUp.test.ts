@@ -5,6 +5,7 @@
  * made for certain: the daemon is stopped (SIGSTOP) while a process makes 300 threads.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import {
   CLI,
   TempDir,
@@ -12,7 +13,6 @@ import {
   compileFixture,
   parseSignals,
   spawnChild,
-  threadNice,
   waitFor,
 } from '../support';
 import { Daemon, RELAY_SIGNAL, consumerArgs, requireRootAndBuild } from './harness';
@@ -39,15 +39,13 @@ afterAll(async () => {
   await cleanupAll();
 });
 
-/** A daemon at `--log-level debug` (it names its receive worker's thread), with `extra` options. */
+/** The daemon's arguments: `--log-level debug` (it names its receive worker's thread), `extra`. */
+function daemonArgs(extra: string[] = []): string[] {
+  return ['--signal', String(RELAY_SIGNAL), '--log-level', 'debug', ...extra];
+}
+
 function startDaemon(name: string, extra: string[] = []): Promise<Daemon> {
-  return Daemon.start(tmp.join(name), [
-    '--signal',
-    String(RELAY_SIGNAL),
-    '--log-level',
-    'debug',
-    ...extra,
-  ]);
+  return Daemon.start(tmp.join(name), daemonArgs(extra));
 }
 
 /** The receive worker's thread id, from the daemon's debug log. */
@@ -89,7 +87,7 @@ test('behind a storm the worker is raised, and back at its own nice value once c
     'stderr',
   );
   const tid = await workerTid(d);
-  expect(threadNice(d.pid, tid)).toBe(0);
+  expect(os.getPriority(tid)).toBe(0);
   expect(d.stat('catch_ups')).toBe(0);
 
   await stormWhileStopped(d);
@@ -97,9 +95,9 @@ test('behind a storm the worker is raised, and back at its own nice value once c
   expect(d.stat('catch_ups')).toBeGreaterThan(0);
   // Lowered at the first batch of one, or at the latest after a quiet second.
   await waitFor(`the worker (thread ${tid}) back at nice 0`, () =>
-    threadNice(d.pid, tid) === 0 ? true : undefined,
+    os.getPriority(tid) === 0 ? true : undefined,
   );
-  expect(threadNice(d.pid)).toBe(0); // the main thread: never raised
+  expect(os.getPriority(d.pid)).toBe(0); // the main thread: never raised
   expect(d.stderr.filter((l) => /cannot raise/.test(l))).toEqual([]);
 });
 
@@ -108,8 +106,27 @@ test('--catch-up-nice off: the same backlog, and the worker is never raised', as
   const tid = await workerTid(d);
   await stormWhileStopped(d);
   expect(d.stat('catch_ups')).toBe(0);
-  expect(threadNice(d.pid, tid)).toBe(0);
+  expect(os.getPriority(tid)).toBe(0);
   expect(d.stderr.filter((l) => /while it is behind the kernel/.test(l))).toEqual([]);
+});
+
+test('without CAP_SYS_NICE: one warning line, never raised, and every fork still relayed', async () => {
+  // setpriv drops the capability from the bounding set, so root's exec of node does not get it.
+  const d = new Daemon(tmp.join('nonice'), daemonArgs(), [
+    'setpriv',
+    '--bounding-set',
+    '-sys_nice',
+  ]);
+  await d.waitForLine(/ready: relaying forks/, 'stderr', 20000);
+  expect(d.stderr.filter((l) => /cannot raise the receive worker/.test(l))).toEqual([
+    expect.stringMatching(
+      /cannot raise the receive worker to nice -10 when it falls behind \(setpriority: EACCES\).*give the daemon CAP_SYS_NICE, or pass --catch-up-nice off/,
+    ),
+  ]);
+  const tid = await workerTid(d);
+  await stormWhileStopped(d);
+  expect(d.stat('catch_ups')).toBe(0);
+  expect(os.getPriority(tid)).toBe(0);
 });
 
 test('a --catch-up-nice that is no nice value is refused with one clear line', async () => {

@@ -7,7 +7,7 @@ import { stopAllChildren } from './children';
 import { removeAllTempDirs } from './tempDir';
 
 export { waitFor, waitForStill, sleep, DEFAULT_TIMEOUT_MS, type Probe } from './waitFor';
-export { forksSinceBoot, schedulerRuns, threadNice } from './machine';
+export { forksSinceBoot, schedulerRuns } from './machine';
 export {
   Child,
   spawnChild,

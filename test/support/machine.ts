@@ -18,12 +18,3 @@ export function forksSinceBoot(): number {
 export function schedulerRuns(pid: number, tid = pid): number {
   return Number(fs.readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').trim().split(' ')[2]);
 }
-
-/**
- * The nice value of task `tid` of process `pid` (/proc/<pid>/task/<tid>/stat, field 19; the
- * fields after the command, which may hold spaces and parentheses, are counted from its ')').
- */
-export function threadNice(pid: number, tid = pid): number {
-  const stat = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19 - 3]);
-}

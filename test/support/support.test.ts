@@ -4,7 +4,6 @@
  * project); mounts are in mounts.test.ts.
  */
 import fs from 'node:fs';
-import os from 'node:os';
 import {
   TempDir,
   cleanupAll,
@@ -12,7 +11,6 @@ import {
   run,
   spawnChild,
   stopAllChildren,
-  threadNice,
   waitFor,
   waitForStill,
 } from '.';
@@ -115,23 +113,6 @@ describe('children', () => {
     expect(alive(orphan)).toBe(true);
     await stopAllChildren();
     await waitFor(`pid ${orphan} to go`, () => !alive(orphan));
-  });
-});
-
-describe('threadNice', () => {
-  test('reads a task\u2019s nice value, past a command name with spaces and parentheses', async () => {
-    // A copy of sleep named "a) b (c": stat's second field is "(a) b (c)".
-    const tmp = new TempDir();
-    const odd = tmp.join('a) b (c');
-    fs.copyFileSync(fs.realpathSync('/bin/sleep'), odd);
-    fs.chmodSync(odd, 0o755);
-    const child = spawnChild('nice', ['-n', '7', odd, '1000']);
-    await waitFor('the renamed sleep to run', () =>
-      fs.readFileSync(`/proc/${child.pid}/comm`, 'utf8').startsWith('a) b (c') ? true : undefined,
-    );
-    expect(threadNice(child.pid)).toBe(7);
-    expect(threadNice(process.pid)).toBe(os.getPriority(process.pid));
-    await child.stop('SIGTERM');
   });
 });
 
